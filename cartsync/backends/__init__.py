@@ -1,0 +1,20 @@
+"""Backends: one per kind of target. `open_backend` picks it from the target config."""
+from __future__ import annotations
+
+from ..inventory import HashCache
+from ..manifest import TargetConfig
+from .base import Backend, Features
+
+
+def open_backend(target: TargetConfig, cache: HashCache) -> Backend:
+    if target.zenodo is not None:
+        from .zenodo import ZenodoBackend
+        return ZenodoBackend(target, cache)
+    if target.url.startswith(("s3://", "s3a://")):
+        from .s3 import S3Backend
+        return S3Backend(target, cache)
+    from .fsspec import FsspecBackend
+    return FsspecBackend(target, cache)
+
+
+__all__ = ["Backend", "Features", "open_backend"]

@@ -1,0 +1,79 @@
+"""The interface every target implements. Small required core; optional abilities as flags.
+
+Contract (checked by tests/test_contract.py against every backend):
+- `list()` reads the whole target once and never writes.
+- `upload()` leaves exactly one file at the key with the local content, or raises.
+- only the executor calls the write methods (`begin`, `upload`, `delete`, `finish`).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+from ..inventory import HashCache
+from ..manifest import TargetConfig
+from ..model import Change, LocalFile, Plan, RemoteFile, Report
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Features:
+    flat: bool = False               # keys cannot hold folders (Zenodo); keys are mapped to base names
+    max_files: int | None = None     # most files a target may hold
+    max_bytes: int | None = None     # most bytes a target may hold
+    atomic_replace: bool = True      # a reader sees the old or the new file, never a mix
+
+
+class Backend(ABC):
+    features = Features()
+
+    def __init__(self, target: TargetConfig, cache: HashCache) -> None:
+        self.target = target
+        self.cache = cache
+
+    @property
+    def url(self) -> str:
+        """Where the target is, for humans (never holds a secret)."""
+        return self.target.url
+
+    def map_keys(self, keys: list[str]) -> dict[str, str]:
+        """Source key → target key. Default: identity. Raise PlanError on a clash."""
+        return {k: k for k in keys}
+
+    @abstractmethod
+    def list(self) -> dict[str, RemoteFile]:
+        """Every file under the target, keyed by relative key, from one (paginated) listing.
+
+        A target that does not exist yet lists as empty. Never writes.
+        """
+
+    def resolve(self, remote: dict[str, RemoteFile], local: Mapping[str, LocalFile]) -> dict[str, RemoteFile]:
+        """Fill `md5` for remote files whose listing lacks it, where a local file of the same key and size
+        exists (e.g. hash a local-folder target, or match a multipart ETag). Never writes."""
+        return remote
+
+    def plan_changes(self, plan: Plan) -> tuple[Change, ...]:
+        """Non-file changes apply would make (Zenodo: deposition, metadata, publish). Never writes."""
+        return ()
+
+    def begin(self, plan: Plan) -> list[Change]:
+        """Prepare for writes (e.g. create a draft); called once before any upload."""
+        return []
+
+    @abstractmethod
+    def upload(self, local: LocalFile, key: str, progress: Progress) -> RemoteFile:
+        """Write `local` to `key` (replacing any file there), stream it, and verify it against what the
+        store reports. Raise VerifyError on a checksum/size mismatch, RemoteError otherwise."""
+
+    @abstractmethod
+    def delete(self, remote: RemoteFile) -> None:
+        """Remove one file. Only called for keys inside the target, after every upload succeeded."""
+
+    def finish(self, report: Report, ok: bool) -> list[Change]:
+        """Called once after all transfers (Zenodo: publish when asked and ok)."""
+        return []
+
+    def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,166 @@
+"""Command line: argparse only. The one place where errors become messages and exit codes."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from typing import Callable, Sequence
+
+from . import __version__, engine, manifest as manifest_mod, render
+from .errors import CartsyncError
+
+log = logging.getLogger("cartsync")
+
+EXAMPLES = """\
+examples:
+  cartsync validate manifests/example.yaml
+  cartsync plan manifests/example.yaml                 # what apply would do; changes nothing
+  cartsync plan manifests/example.yaml --detailed-exitcode   # CI: 0 no changes, 2 changes, 1 error
+  cartsync apply manifests/example.yaml --target web --jobs 16
+  cartsync apply manifests/example.yaml --dry-run --json
+  cartsync upload-aws --in-dir out/ --s3-dir s3://bucket/sample --catalog-yaml out/catalog.yaml
+  cartsync upload-zenodo --in-dir out/ --upload-method catalog --zenodo-token ~/.zenodo_token \\
+      --create-new-deposition --title "My data" --creators "Doe, Jane" --upload-type dataset
+"""
+
+
+def _common(p: argparse.ArgumentParser, plan_flags: bool = True) -> None:
+    p.add_argument("--target", action="append", default=[], metavar="NAME",
+                   help="only this target (repeatable; default: all)")
+    p.add_argument("--jobs", "-j", type=int, default=8, metavar="N", help="concurrent transfers (default 8)")
+    p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cartsync", description="Publish spatial-omics outputs to S3/fsspec stores and Zenodo, "
+        "declaratively: write down what should be where; plan shows what would change; apply does only that.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"cartsync {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more detail (repeat for more)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors and the final summary")
+    parser.add_argument("--debug", action="store_true", help="tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check the manifest and the source; no network")
+    p.add_argument("manifest")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("plan", help="show what apply would do; changes nothing")
+    p.add_argument("manifest")
+    _common(p)
+    p.add_argument("--detailed-exitcode", action="store_true", help="exit 0 if no changes, 2 if changes, 1 on error")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("apply", help="make the targets match the manifest; verify; report")
+    p.add_argument("manifest")
+    _common(p)
+    p.add_argument("--dry-run", action="store_true", help="same as plan: print what would change, change nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    p.set_defaults(func=cmd_apply)
+
+    from . import compat
+    compat.add_parsers(sub)
+    return parser
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from . import selection
+    m = manifest_mod.load(args.manifest)
+    files = selection.select(m.source)
+    print(f"{args.manifest}: valid; {len(files)} file(s) selected from {m.source.dir}; "
+          f"target(s): {', '.join(t.name for t in m.targets)}")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    m = manifest_mod.load(args.manifest)
+    return run_plan(m, args)
+
+
+def run_plan(m: manifest_mod.Manifest, args: argparse.Namespace) -> int:
+    cache = engine.cache_for()
+    try:
+        local = engine.local_inventory(m, cache)
+        plans = [engine.plan_only(t, local, cache) for t in engine.targets_of(m, tuple(args.target))]
+    finally:
+        cache.close()
+    if args.json:
+        print(render.dumps({"plans": [render.plan_json(p) for p in plans]}))
+    else:
+        print("\n\n".join(render.plan_text(p, args.verbose > 0) for p in plans))
+    changed = any(p.has_changes for p in plans)
+    return 2 if changed and getattr(args, "detailed_exitcode", False) else 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    m = manifest_mod.load(args.manifest)
+    return run_apply(m, args)
+
+
+def run_apply(m: manifest_mod.Manifest, args: argparse.Namespace) -> int:
+    if args.dry_run:
+        return run_plan(m, args)
+    opts = engine.Options(targets=tuple(args.target), jobs=args.jobs,
+                          show_progress=False if (args.no_progress or args.quiet or args.json) else None)
+    cache = engine.cache_for()
+    results = []
+    try:
+        local = engine.local_inventory(m, cache)
+        for t in engine.targets_of(m, opts.targets):
+            plan, report = engine.apply_target(m, t, local, cache, opts)
+            results.append((plan, report))
+            if not args.json and not args.quiet and plan.has_changes:
+                print(render.plan_text(plan, args.verbose > 0), file=sys.stderr)
+            if not args.json:
+                print(render.report_text(report) if plan.has_changes else
+                      f"{report.target}: no changes; {len(plan.actions)} file(s) up to date; 0 B sent.")
+    finally:
+        cache.close()
+    if args.json:
+        print(render.dumps({"reports": [render.report_json(r) for _, r in results]}))
+    return 1 if any(r.failed or r.skipped for _, r in results) else 0
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet or not verbose else (logging.INFO if verbose == 1 else logging.DEBUG)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s" if verbose < 2 else
+                                           "%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    log.setLevel(level)
+    if verbose < 3:  # library chatter (botocore, urllib3) only at -vvv
+        for name in ("botocore", "s3fs", "fsspec", "urllib3", "aiobotocore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose, args.quiet)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except CartsyncError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to finish (it resumes where it stopped)", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 — the one catch site for the unexpected
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        print("hint: re-run with --debug for a traceback, and report it", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""The pipeline: manifest → selection → inventory → (per target) listing → plan → apply → report."""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from . import inventory as inv
+from . import selection
+from .backends import Backend, open_backend
+from .errors import LockedError, PlanError
+from .executor import Executor
+from .manifest import Manifest, TargetConfig
+from .model import LocalFile, Plan, Report
+from .planner import make_plan
+from .render import human_size
+from .retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Options:
+    targets: tuple[str, ...] = ()
+    jobs: int = 8
+    show_progress: bool | None = None
+
+
+def targets_of(manifest: Manifest, names: tuple[str, ...]) -> list[TargetConfig]:
+    return [manifest.target(n) for n in names] if names else list(manifest.targets)
+
+
+def local_inventory(manifest: Manifest, cache: inv.HashCache, jobs: int | None = None) -> dict[str, LocalFile]:
+    files = selection.select(manifest.source)
+    local = inv.inventory(files, cache, jobs)
+    log.info("source: %d file(s), %s; hashed %s (%d cached)", len(local),
+             human_size(sum(f.size for f in local.values())), human_size(cache.bytes_hashed), cache.hits)
+    return local
+
+
+def plan_target(backend: Backend, target: TargetConfig, local: dict[str, LocalFile]) -> Plan:
+    """List the target once and diff it against the local inventory. Writes nothing remotely."""
+    mapping = backend.map_keys(sorted(local))
+    mapped = {mapping[k]: f for k, f in local.items()}
+    remote = backend.list()
+    remote = backend.resolve(remote, mapped)
+    plan = make_plan(target.name, backend.url, mapped, remote, overwrite=target.overwrite, delete=target.delete)
+    _check_limits(backend, plan, mapped, remote, target)
+    changes = backend.plan_changes(plan)
+    return Plan(plan.target, plan.url, plan.actions, changes, plan.notes)
+
+
+def _check_limits(backend: Backend, plan: Plan, local: dict[str, LocalFile], remote: dict, target: TargetConfig) -> None:
+    feats = backend.features
+    kept = [] if target.delete else [k for k in remote if k not in local]
+    count = len(local) + len(kept)
+    total = sum(f.size for f in local.values()) + sum(remote[k].size for k in kept)
+    if feats.max_files is not None and count > feats.max_files:
+        raise PlanError(f"target {target.name}: {count} files, but it can hold at most {feats.max_files}",
+                        "split the dataset into several targets (e.g. by method: list), or zip small files")
+    if feats.max_bytes is not None and total > feats.max_bytes:
+        raise PlanError(f"target {target.name}: {human_size(total)}, but it can hold at most "
+                        f"{human_size(feats.max_bytes)}", "split the dataset into several targets")
+
+
+@contextmanager
+def target_lock(manifest: Manifest, target: TargetConfig) -> Iterator[None]:
+    """One apply at a time per (manifest, target): a second one exits with a clear message."""
+    ident = hashlib.sha1(f"{manifest.path.resolve()}\0{target.name}".encode()).hexdigest()[:16]
+    folder = inv.cache_dir() / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{ident}.lock"
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise LockedError(f"target {target.name} of {manifest.path} is being applied by {holder}",
+                              "wait for that run to finish, then re-run") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.seek(0)
+            fh.truncate()
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def apply_target(manifest: Manifest, target: TargetConfig, local: dict[str, LocalFile], cache: inv.HashCache,
+                 opts: Options) -> tuple[Plan, Report]:
+    with target_lock(manifest, target):
+        backend = open_backend(target, cache)
+        try:
+            plan = plan_target(backend, target, local)
+            report = Executor(backend, RetryPolicy.from_env(), opts.jobs, opts.show_progress).run(plan)
+        finally:
+            backend.close()
+    return plan, report
+
+
+def plan_only(target: TargetConfig, local: dict[str, LocalFile], cache: inv.HashCache) -> Plan:
+    backend = open_backend(target, cache)
+    try:
+        return plan_target(backend, target, local)
+    finally:
+        backend.close()
+
+
+def cache_for(path: Path | None = None) -> inv.HashCache:
+    return inv.HashCache(path)

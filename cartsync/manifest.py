@@ -1,0 +1,344 @@
+"""Load a manifest: safe YAML, JSON-schema validation, semantic checks → Manifest.
+
+Every problem names the manifest file, the line, the key path and, where we
+can, the fix; all problems are collected and raised together.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from .errors import ManifestError
+
+OVERWRITE_MODES = ("changed", "always", "never")
+DEFAULT_PART_SIZE = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class ZenodoConfig:
+    url: str
+    metadata: dict[str, Any]
+    token_file: Path | None = None
+    token_env: str = "ZENODO_TOKEN"
+    deposition: str = "new"          # "new" or a numeric id as a string
+    publish: bool = False
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    name: str
+    url: str                          # fsspec URL, or the Zenodo server URL for zenodo targets
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    delete: bool = False
+    overwrite: str = "changed"
+    part_size: int = DEFAULT_PART_SIZE
+    headers: tuple[tuple[str, dict[str, str]], ...] = ()
+    zenodo: ZenodoConfig | None = None
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    dir: Path
+    method: str = "catalog"
+    catalog: Path | None = None
+    files: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    collection: bool = False
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    source: SourceConfig
+    targets: tuple[TargetConfig, ...]
+
+    def target(self, name: str) -> TargetConfig:
+        for t in self.targets:
+            if t.name == name:
+                return t
+        names = ", ".join(t.name for t in self.targets)
+        raise ManifestError([f"{self.path}: no target named {name!r} (targets: {names})"])
+
+    @property
+    def state_path(self) -> Path:
+        """Where per-target state (e.g. a created Zenodo deposition id) is kept: beside the manifest."""
+        return self.path.with_name(self.path.stem + ".cartsync-state.json")
+
+
+def schema() -> dict[str, Any]:
+    text = resources.files("cartsync").joinpath("schemas/manifest.schema.json").read_text()
+    return json.loads(text)
+
+
+_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMG]i?B|B)?\s*$")
+_UNITS = {None: 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
+
+
+def parse_size(value: int | str) -> int:
+    if isinstance(value, int):
+        return value
+    m = _SIZE_RE.match(value)
+    if not m:
+        raise ValueError(value)
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def expand_path(text: str, base: Path) -> Path:
+    """Expand ~ and ${VAR}; resolve relative paths against `base` (the manifest's folder)."""
+    missing = [v for v in re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", text) if v not in os.environ]
+    if missing:
+        raise ValueError(f"environment variable {', '.join(missing)} is not set")
+    expanded = os.path.expanduser(os.path.expandvars(text))
+    p = Path(expanded)
+    return Path(os.path.normpath(p if p.is_absolute() else base / p))
+
+
+# ---- locating errors in the YAML text --------------------------------------------------------
+
+def _fmt_path(path: list[Any]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _node_at(root: yaml.Node | None, path: list[Any], key_node: bool = False) -> yaml.Node | None:
+    node = root
+    for i, part in enumerate(path):
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k.value == part:
+                    node = k if key_node and i == len(path) - 1 else v
+                    break
+            else:
+                return node
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            return node
+    return node
+
+
+class _Problems:
+    def __init__(self, file: Path, root: yaml.Node | None) -> None:
+        self.file, self.root, self.items = file, root, []
+
+    def add(self, path: list[Any], message: str, hint: str = "", key_node: bool = False) -> None:
+        node = _node_at(self.root, path, key_node)
+        where = f"{self.file}:{node.start_mark.line + 1}" if node is not None else str(self.file)
+        text = f"{where}: {_fmt_path(path)}: {message}"
+        self.items.append(text + (f" ({hint})" if hint else ""))
+
+
+def _describe(value: Any) -> str:
+    kind = {bool: "a boolean", int: "a number", float: "a number", str: "a string",
+            list: "a list", dict: "a mapping", type(None): "nothing"}.get(type(value), type(value).__name__)
+    shown = json.dumps(value) if isinstance(value, (str, int, float, bool)) else ""
+    return f"{kind} {shown}".strip()
+
+
+_TYPE_NAMES = {"string": "a string", "boolean": "true or false", "integer": "a whole number",
+               "array": "a list", "object": "a mapping", "number": "a number"}
+
+
+def _schema_problem(err: jsonschema.ValidationError, problems: _Problems) -> None:
+    path = list(err.absolute_path)
+    v = err.validator
+    if v == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        for key in sorted(set(err.instance) - set(allowed)):
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "allowed keys: " + ", ".join(allowed)
+            problems.add(path + [key], "unknown key", hint, key_node=True)
+    elif v == "required":
+        missing = re.match(r"'(.*?)' is a required property", err.message)
+        name = missing.group(1) if missing else err.message
+        problems.add(path, f"missing required key {name!r}")
+    elif v == "enum":
+        choices = ", ".join(str(c) for c in err.validator_value)
+        problems.add(path, f"{_describe(err.instance)} is not allowed", f"use one of: {choices}")
+    elif v == "const":
+        problems.add(path, f"{_describe(err.instance)} is not allowed", f"use {err.validator_value!r}")
+    elif v == "type":
+        want = _TYPE_NAMES.get(err.validator_value, str(err.validator_value))
+        problems.add(path, f"expected {want}, got {_describe(err.instance)}")
+    elif v == "minItems" and err.validator_value == 1:
+        problems.add(path, "must not be empty", "list at least one item")
+    elif v == "minLength":
+        problems.add(path, f"{_describe(err.instance)} is too short (at least {err.validator_value} characters)")
+    elif v == "pattern" or (v == "oneOf" and path and path[-2:-1] == ["creators"]):
+        problems.add(path, f"{_describe(err.instance)} has the wrong form", _PATTERN_HINTS.get(_key(path), ""))
+    elif v == "oneOf":
+        problems.add(path, f"{_describe(err.instance)} has the wrong form", _PATTERN_HINTS.get(_key(path), ""))
+    elif v == "minimum":
+        problems.add(path, f"{err.instance} is too small (at least {err.validator_value})")
+    else:
+        problems.add(path, err.message)
+
+
+def _key(path: list[Any]) -> str:
+    named = [p for p in path if isinstance(p, str)]
+    return named[-1] if named else ""
+
+
+_PATTERN_HINTS = {
+    "creators": 'write "Lastname, Firstname" or {name: "Lastname, Firstname", affiliation: …, orcid: …}',
+    "name": 'targets: letters, digits, ".", "_" and "-"; creators: "Lastname, Firstname"',
+    "orcid": "an ORCID looks like 0000-0002-1825-0097",
+    "deposition": "use `new` or the numeric id of an existing deposition",
+    "part_size": 'a number of bytes (at least 5 MiB) or a size like "64MiB"',
+    "token_env": "the NAME of an environment variable holding the token, e.g. ZENODO_TOKEN",
+    "url": "start it with https://",
+    "publication_date": "use YYYY-MM-DD",
+}
+
+
+# ---- loading ----------------------------------------------------------------------------------
+
+def load(path: str | os.PathLike[str]) -> Manifest:
+    """Read and validate a manifest; raise ManifestError listing every problem found."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ManifestError([f"{file}: no such file"], "check the manifest path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError([f"{file}: cannot read: {exc}"]) from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{file}:{mark.line + 1}" if mark else str(file)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ManifestError([f"{where}: not valid YAML: {problem}"], "check indentation and quoting") from None
+    problems = _Problems(file, root)
+    if not isinstance(data, dict):
+        problems.add([], f"expected a mapping with version, source and targets, got {_describe(data)}")
+        raise ManifestError(problems.items)
+    validator = jsonschema.Draft202012Validator(schema())
+    for err in sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]):
+        _schema_problem(err, problems)
+    manifest = _build(file, data, problems)
+    if problems.items:
+        raise ManifestError(problems.items)
+    assert manifest is not None
+    return manifest
+
+
+def _build(file: Path, data: dict[str, Any], problems: _Problems) -> Manifest | None:
+    """Semantic checks on whatever is well-typed, and the Manifest when all is well."""
+    base = file.resolve().parent
+    src = data.get("source") if isinstance(data.get("source"), dict) else {}
+    source_dir: Path | None = None
+    if isinstance(src.get("dir"), str):
+        try:
+            source_dir = expand_path(src["dir"], base)
+        except ValueError as exc:
+            problems.add(["source", "dir"], str(exc))
+        else:
+            if not source_dir.is_dir():
+                what = "is not a folder" if source_dir.exists() else "does not exist"
+                problems.add(["source", "dir"], f"{source_dir} {what}",
+                             "paths are relative to the manifest's folder")
+    method = src.get("method", "catalog")
+    catalog: Path | None = None
+    if isinstance(src.get("catalog"), str) and source_dir is not None:
+        try:
+            catalog = expand_path(src["catalog"], source_dir)
+        except ValueError as exc:
+            problems.add(["source", "catalog"], str(exc))
+    if method == "list" and not src.get("files"):
+        problems.add(["source"], "method: list needs a non-empty `files` list")
+    if src.get("files") and method != "list":
+        problems.add(["source", "files"], f"is only used with method: list (method is {method})")
+    if src.get("collection") and method == "list":
+        problems.add(["source", "collection"], "a collection needs method: catalog or all")
+    if (src.get("catalog") and method != "catalog") and not src.get("collection"):
+        problems.add(["source", "catalog"], f"is only used with method: catalog (method is {method})")
+
+    targets: list[TargetConfig] = []
+    seen: dict[str, int] = {}
+    raw_targets = data.get("targets") if isinstance(data.get("targets"), list) else []
+    for i, t in enumerate(raw_targets):
+        if not isinstance(t, dict):
+            continue
+        name = t.get("name")
+        if isinstance(name, str):
+            if name in seen:
+                problems.add(["targets", i, "name"], f"duplicate target name {name!r} (also targets[{seen[name]}])",
+                             "give each target a unique name")
+            seen.setdefault(name, i)
+        target = _build_target(t, i, base, problems)
+        if target is not None:
+            targets.append(target)
+    if problems.items or source_dir is None:
+        return None
+    source = SourceConfig(dir=source_dir, method=method, catalog=catalog,
+                          files=tuple(src.get("files", ())), exclude=tuple(src.get("exclude", ())),
+                          collection=bool(src.get("collection", False)))
+    return Manifest(path=file, source=source, targets=tuple(targets))
+
+
+def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems) -> TargetConfig | None:
+    has_url, z = "url" in t, t.get("zenodo")
+    if has_url == (z is not None):
+        problems.add(["targets", i], "needs exactly one of `url` (a store) or `zenodo` (a deposition)")
+        return None
+    if z is not None:
+        if not isinstance(z, dict):
+            return None
+        if any(k in t for k in ("storage_options", "part_size", "headers")):
+            problems.add(["targets", i], "storage_options, part_size and headers apply to url targets only")
+        token_file = None
+        if isinstance(z.get("token_file"), str):
+            try:
+                token_file = expand_path(z["token_file"], base)
+            except ValueError as exc:
+                problems.add(["targets", i, "zenodo", "token_file"], str(exc))
+        if "token_file" in z and "token_env" in z:
+            problems.add(["targets", i, "zenodo"], "give token_file or token_env, not both")
+        meta = z.get("metadata") if isinstance(z.get("metadata"), dict) else {}
+        if str(z.get("deposition", "new")) == "new":
+            for key in ("title", "upload_type", "description", "creators"):
+                if key not in meta:
+                    problems.add(["targets", i, "zenodo", "metadata"], f"missing {key!r}",
+                                 "title, upload_type, description and creators are needed for a new deposition")
+        cfg = ZenodoConfig(url=str(z.get("url", "https://zenodo.org")).rstrip("/"), metadata=meta,
+                           token_file=token_file, token_env=str(z.get("token_env", "ZENODO_TOKEN")),
+                           deposition=str(z.get("deposition", "new")), publish=bool(z.get("publish", False)))
+        url = cfg.url
+    else:
+        cfg, url = None, t.get("url")
+        if not isinstance(url, str):
+            return None
+        if "://" not in url:
+            try:
+                url = str(expand_path(url, base))
+            except ValueError as exc:
+                problems.add(["targets", i, "url"], str(exc))
+        elif url.startswith("file://"):
+            url = "file://" + str(expand_path(url[len("file://"):], base))
+        if re.search(r"(?i)(secret|token|password|key)=", url) or re.match(r"^[a-z0-9]+://[^/@]*:[^/@]*@", url):
+            problems.add(["targets", i, "url"], "looks like it holds a credential",
+                         "put credentials in the environment, a profile or storage_options, never in the URL")
+    try:
+        part_size = parse_size(t.get("part_size", DEFAULT_PART_SIZE))
+    except (ValueError, TypeError):
+        return None
+    if part_size < 5 * 2**20:
+        problems.add(["targets", i, "part_size"], f"{part_size} bytes is below the S3 minimum part size",
+                     "use at least 5MiB")
+    headers = t.get("headers") if isinstance(t.get("headers"), dict) else {}
+    return TargetConfig(name=str(t.get("name")), url=url, storage_options=dict(t.get("storage_options") or {}),
+                        delete=bool(t.get("delete", False)), overwrite=str(t.get("overwrite", "changed")),
+                        part_size=part_size, headers=tuple((g, dict(h)) for g, h in headers.items()), zenodo=cfg)

@@ -1,0 +1,126 @@
+"""Plain values passed between the steps: no I/O here."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A file chosen for upload: its key (relative POSIX path at the target) and local path."""
+
+    key: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A selected local file with its size and MD5, and the stat it was hashed at."""
+
+    key: str
+    path: Path
+    size: int
+    md5: str
+    mtime_ns: int = 0
+    ctime_ns: int = 0
+    inode: int = 0
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One entry of a target listing. `md5` is None when the store does not report it."""
+
+    key: str
+    size: int
+    md5: str | None = None
+    etag: str | None = None
+    # backend-private details (e.g. a Zenodo file id); never compared
+    extra: tuple[tuple[str, str], ...] = ()
+
+    def get(self, name: str) -> str | None:
+        return dict(self.extra).get(name)
+
+
+class Kind(str, enum.Enum):
+    CREATE = "create"
+    REPLACE = "replace"
+    DELETE = "delete"
+    KEEP = "keep"
+
+    @property
+    def sign(self) -> str:
+        return {"create": "+", "replace": "~", "delete": "-", "keep": "="}[self.value]
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: Kind
+    key: str
+    size: int
+    reason: str = ""
+    local: LocalFile | None = None
+    remote: RemoteFile | None = None
+
+
+@dataclass(frozen=True)
+class Change:
+    """A non-file change a backend will make (Zenodo: deposition, metadata, publish)."""
+
+    sign: str        # "+", "~", "-", "!" (needs attention) or "=" (informational)
+    subject: str     # e.g. "deposition", "metadata.title"
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    target: str
+    url: str
+    actions: tuple[Action, ...]
+    changes: tuple[Change, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def of(self, kind: Kind) -> list[Action]:
+        return [a for a in self.actions if a.kind is kind]
+
+    @property
+    def uploads(self) -> list[Action]:
+        return [a for a in self.actions if a.kind in (Kind.CREATE, Kind.REPLACE)]
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.uploads or self.of(Kind.DELETE)) or any(c.sign in "+~-" for c in self.changes)
+
+
+@dataclass
+class Outcome:
+    """What apply did with one action."""
+
+    action: Action
+    ok: bool
+    error: str = ""
+    retries: int = 0
+    bytes_sent: int = 0
+
+
+@dataclass
+class Report:
+    target: str
+    url: str
+    outcomes: list[Outcome] = field(default_factory=list)
+    skipped: list[Action] = field(default_factory=list)   # not attempted (e.g. deletes after a failure)
+    changes: list[Change] = field(default_factory=list)   # backend changes made
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+    @property
+    def bytes_sent(self) -> int:
+        return sum(o.bytes_sent for o in self.outcomes)
+
+    @property
+    def retries(self) -> int:
+        return sum(o.retries for o in self.outcomes)

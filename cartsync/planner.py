@@ -1,0 +1,52 @@
+"""Pure: (local inventory, remote listing, target settings) → Plan. No I/O."""
+from __future__ import annotations
+
+from typing import Mapping
+
+from .model import Action, Change, Kind, LocalFile, Plan, RemoteFile
+
+CATALOG_NAME = "catalog.yaml"
+
+
+def is_catalog(key: str) -> bool:
+    return key.rsplit("/", 1)[-1] == CATALOG_NAME
+
+
+def _order(action: Action) -> tuple[int, str]:
+    # Data files, then catalogs (a reader never sees a catalog naming a missing file), then deletions.
+    rank = 2 if action.kind is Kind.DELETE else (1 if is_catalog(action.key) else 0)
+    return rank, action.key
+
+
+def compare(local: LocalFile, remote: RemoteFile, overwrite: str) -> tuple[Kind, str]:
+    """Whether a file present on both sides is kept or replaced, and why."""
+    if overwrite == "never":
+        return Kind.KEEP, "exists (overwrite: never)"
+    if overwrite == "always":
+        return Kind.REPLACE, "overwrite: always"
+    if remote.size != local.size:
+        return Kind.REPLACE, f"size {remote.size} → {local.size}"
+    if remote.md5 is None:
+        return Kind.REPLACE, "same size, no remote checksum to compare"
+    if remote.md5 != local.md5:
+        return Kind.REPLACE, "same size, content differs (md5)"
+    return Kind.KEEP, "same size and md5"
+
+
+def make_plan(target: str, url: str, local: Mapping[str, LocalFile], remote: Mapping[str, RemoteFile], *,
+              overwrite: str = "changed", delete: bool = False,
+              changes: tuple[Change, ...] = (), notes: tuple[str, ...] = ()) -> Plan:
+    actions: list[Action] = []
+    for key, lf in local.items():
+        rf = remote.get(key)
+        if rf is None:
+            actions.append(Action(Kind.CREATE, key, lf.size, "new", lf, None))
+        else:
+            kind, why = compare(lf, rf, overwrite)
+            actions.append(Action(kind, key, lf.size, why, lf, rf))
+    orphans = sorted(set(remote) - set(local))
+    if delete:
+        actions += [Action(Kind.DELETE, k, remote[k].size, "not in source", None, remote[k]) for k in orphans]
+    elif orphans:
+        notes += (f"{len(orphans)} remote file(s) not in the source are kept (delete: false)",)
+    return Plan(target, url, tuple(sorted(actions, key=_order)), changes, notes)

@@ -1,0 +1,82 @@
+"""Plans and reports → text for people and JSON for machines."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .model import Kind, Plan, Report
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def plan_text(plan: Plan, verbose: bool = False) -> str:
+    lines = [f"Target {plan.target} → {plan.url}"]
+    width = max((len(a.key) for a in plan.actions), default=0)
+    for a in plan.actions:
+        if a.kind is Kind.KEEP and not verbose:
+            continue
+        why = f"  ({a.reason})" if verbose or a.kind is Kind.REPLACE else ""
+        lines.append(f"  {a.kind.sign} {a.kind.value:<8} {a.key:<{width}}  {human_size(a.size):>9}{why}")
+    for c in plan.changes:
+        lines.append(f"  {c.sign} {c.subject}" + (f": {c.detail}" if c.detail else ""))
+    lines += [f"  note: {n}" for n in plan.notes]
+    lines.append(summary_line(plan))
+    return "\n".join(lines)
+
+
+def summary_line(plan: Plan) -> str:
+    n = {k: len(plan.of(k)) for k in Kind}
+    send = sum(a.size for a in plan.uploads)
+    if not plan.has_changes:
+        return f"No changes. {n[Kind.KEEP]} file(s) up to date."
+    other = sum(1 for c in plan.changes if c.sign in "+~-")
+    extra = f", {other} other change(s)" if other else ""
+    return (f"Plan: {n[Kind.CREATE]} to create, {n[Kind.REPLACE]} to replace, {n[Kind.DELETE]} to delete, "
+            f"{n[Kind.KEEP]} unchanged{extra} ({human_size(send)} to send).")
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    return {
+        "target": plan.target, "url": plan.url, "has_changes": plan.has_changes,
+        "actions": [{"action": a.kind.value, "key": a.key, "size": a.size, "reason": a.reason,
+                     "md5": a.local.md5 if a.local else None} for a in plan.actions],
+        "changes": [{"sign": c.sign, "subject": c.subject, "detail": c.detail} for c in plan.changes],
+        "notes": list(plan.notes),
+    }
+
+
+def report_text(report: Report) -> str:
+    done = {k: sum(1 for o in report.outcomes if o.ok and o.action.kind is k) for k in Kind}
+    rate = report.bytes_sent / report.seconds if report.seconds > 0 else 0.0
+    lines = [f"{report.target}: {done[Kind.CREATE]} created, {done[Kind.REPLACE]} replaced, "
+             f"{done[Kind.DELETE]} deleted; {human_size(report.bytes_sent)} sent in {report.seconds:.1f} s"
+             f" ({human_size(rate)}/s), {report.retries} retries."]
+    for c in report.changes:
+        lines.append(f"  {c.sign} {c.subject}" + (f": {c.detail}" if c.detail else ""))
+    for o in report.failed:
+        lines.append(f"  FAILED {o.action.key}: {o.error}")
+    if report.skipped:
+        lines.append(f"  not done because of the failure(s) above: {len(report.skipped)} action(s) "
+                     f"({', '.join(a.key for a in report.skipped[:5])}{', …' if len(report.skipped) > 5 else ''})")
+    return "\n".join(lines)
+
+
+def report_json(report: Report) -> dict[str, Any]:
+    return {
+        "target": report.target, "url": report.url, "ok": not report.failed and not report.skipped,
+        "bytes_sent": report.bytes_sent, "seconds": round(report.seconds, 3), "retries": report.retries,
+        "outcomes": [{"action": o.action.kind.value, "key": o.action.key, "ok": o.ok, "error": o.error,
+                      "retries": o.retries, "bytes_sent": o.bytes_sent} for o in report.outcomes],
+        "skipped": [{"action": a.kind.value, "key": a.key} for a in report.skipped],
+        "changes": [{"sign": c.sign, "subject": c.subject, "detail": c.detail} for c in report.changes],
+    }
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=False)

@@ -1,0 +1,245 @@
+"""Choose the local files to publish: method all | catalog | list, excludes, collections.
+
+Keys are relative POSIX paths; every selected path must resolve (after `..`
+and symlinks) inside the source folder.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from .errors import SourceError
+from .manifest import SourceConfig
+from .model import SourceFile
+
+CATALOG_NAME = "catalog.yaml"
+# Catalog values under these keys are identifiers or prose, never files.
+_NOT_FILE_KEYS = {"id", "name", "title", "description", "default", "version", "label", "url", "doi"}
+_FILE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,12}$")
+
+
+def select(source: SourceConfig) -> list[SourceFile]:
+    """The files to publish, sorted by key; raise SourceError naming every problem at once."""
+    root = source.dir.resolve()
+    if source.collection:
+        files: list[SourceFile] = []
+        problems: list[str] = []
+        datasets = sorted(p for p in root.iterdir() if (p / CATALOG_NAME).is_file())
+        if not datasets:
+            raise SourceError(f"{root}: no sub-folder holds a {CATALOG_NAME}",
+                              "a collection is a folder of datasets, each with its own catalog.yaml")
+        seen: dict[str, Path] = {}
+        for folder in datasets:
+            dataset_id = dataset_id_of(folder / CATALOG_NAME, folder.name)
+            if dataset_id in seen:
+                problems.append(f"{folder}: dataset id {dataset_id!r} is also used by {seen[dataset_id]}")
+                continue
+            seen[dataset_id] = folder
+            sub = SourceConfig(dir=folder, method=source.method, exclude=source.exclude)
+            try:
+                files += [SourceFile(f"{dataset_id}/{f.key}", f.path) for f in _select_one(sub, folder)]
+            except SourceError as exc:
+                problems.append(exc.message)
+        if problems:
+            raise SourceError("\n".join(problems))
+        return sorted(files, key=lambda f: f.key)
+    return _select_one(source, root)
+
+
+def dataset_id_of(catalog: Path, fallback: str) -> str:
+    data = _read_catalog(catalog)
+    value = data.get("id")
+    if isinstance(value, str) and value.strip() and "/" not in value and value not in (".", ".."):
+        return value.strip()
+    return fallback
+
+
+def _select_one(source: SourceConfig, root: Path) -> list[SourceFile]:
+    problems: list[str] = []
+    if source.method == "all":
+        candidates = list(_walk(root, problems))
+    elif source.method == "list":
+        candidates = list(source.files)
+    else:
+        catalog = (source.catalog or root / CATALOG_NAME)
+        candidates = catalog_files(catalog, root, problems)
+    excluded = [c for c in candidates if _excluded(c, source.exclude)]
+    if source.method == "all":
+        candidates = [c for c in candidates if c not in excluded]
+    elif excluded:
+        for c in excluded:
+            problems.append(f"{c}: selected by the {source.method} but matched by an exclude pattern"
+                            " (remove the pattern or the reference)")
+    files: dict[str, SourceFile] = {}
+    for rel in candidates:
+        f = _checked(root, rel, problems)
+        if f is not None:
+            files[f.key] = f
+    if problems:
+        raise SourceError("\n".join(problems), "every selected file must exist inside " + str(root))
+    return sorted(files.values(), key=lambda f: f.key)
+
+
+def _read_catalog(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SourceError(f"{path}: catalog not found", "set source.catalog, or use method: all") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceError(f"{path}: cannot read catalog: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise SourceError(f"{path}{line}: catalog is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise SourceError(f"{path}: catalog must be a mapping, got {type(data).__name__ if data is not None else 'an empty file'}")
+    return data
+
+
+def _looks_like_file(key: str | None, value: str) -> bool:
+    if key in _NOT_FILE_KEYS or (key or "").endswith("_id") or not value or any(c.isspace() for c in value):
+        return False
+    if "://" in value:
+        return False
+    return bool(_FILE_SUFFIX.search(value)) or "/" in value
+
+
+def _references(data: Any, key: str | None = None) -> Iterator[str]:
+    if isinstance(data, dict):
+        for k, v in data.items():
+            yield from _references(v, str(k))
+    elif isinstance(data, list):
+        for v in data:
+            yield from _references(v, key)
+    elif isinstance(data, str) and _looks_like_file(key, data):
+        yield data
+
+
+def catalog_files(catalog: Path, root: Path, problems: list[str]) -> list[str]:
+    """Paths (relative to root) of the catalog and every file it references, in catalog order."""
+    data = _read_catalog(catalog)
+    base = catalog.parent
+    try:
+        cat_rel = _rel(catalog, root)
+    except ValueError:
+        problems.append(f"{catalog}: catalog is outside the source folder {root}")
+        return []
+    refs: list[str] = []
+    for ref in dict.fromkeys(_references(data)):
+        if os.path.isabs(ref):
+            problems.append(f"{ref}: absolute path in {catalog.name} (catalog paths are relative to its folder)")
+            continue
+        full = base / ref
+        try:
+            refs.append(_rel(full, root))
+        except ValueError:
+            problems.append(f"{ref}: outside the source folder (named in {catalog.name})")
+    if not refs:
+        problems.append(f"{catalog}: catalog references no files")
+    return refs + [cat_rel]
+
+
+def _rel(path: Path, root: Path) -> str:
+    """Lexical relative POSIX path of `path` under `root`; ValueError if `..` leaves root."""
+    norm = os.path.normpath(os.path.join(str(root), str(path)) if not path.is_absolute() else str(path))
+    rel = os.path.relpath(norm, os.path.normpath(str(root)))
+    if rel == ".." or rel.startswith(".." + os.sep) or os.path.isabs(rel):
+        raise ValueError(rel)
+    return Path(rel).as_posix()
+
+
+def _checked(root: Path, rel: str, problems: list[str]) -> SourceFile | None:
+    """The file for `rel` if it exists, is a regular file and resolves inside root."""
+    if os.path.isabs(rel) or rel.startswith("~"):
+        problems.append(f"{rel}: absolute path (paths are relative to {root})")
+        return None
+    try:
+        key = _rel(root / rel, root)
+    except ValueError:
+        problems.append(f"{rel}: outside the source folder")
+        return None
+    path = root / key
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        problems.append(f"{key.encode('utf-8', 'surrogateescape')!r}: file name is not valid UTF-8 (rename it)")
+        return None
+    try:
+        real = path.resolve(strict=True)
+    except FileNotFoundError:
+        what = "broken symlink" if path.is_symlink() else "missing"
+        problems.append(f"{key}: {what}")
+        return None
+    except (RuntimeError, OSError) as exc:
+        msg = "symlink loop" if "loop" in str(exc).lower() or getattr(exc, "errno", 0) == 40 else str(exc)
+        problems.append(f"{key}: {msg}")
+        return None
+    if real != root and root not in real.parents:
+        problems.append(f"{key}: symlink points outside the source folder (to {real})")
+        return None
+    if not real.is_file():
+        problems.append(f"{key}: not a regular file")
+        return None
+    if not os.access(real, os.R_OK):
+        problems.append(f"{key}: not readable (permission denied)")
+        return None
+    return SourceFile(key=key, path=path)
+
+
+def _walk(root: Path, problems: list[str]) -> Iterator[str]:
+    """Every file under root as a relative POSIX path; follows folder symlinks only inside root, once."""
+    seen = {root}
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            problems.append(f"{_rel(Path(folder), root)}: cannot list folder: {exc.strerror}")
+            continue
+        for entry in entries:
+            rel = Path(entry.path).relative_to(root).as_posix()
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(Path(entry.path))
+            elif entry.is_symlink() and os.path.isdir(entry.path):
+                real = Path(entry.path).resolve()
+                if real != root and root not in real.parents:
+                    problems.append(f"{rel}: symlink points outside the source folder (to {real})")
+                elif real not in seen:
+                    seen.add(real)
+                    stack.append(Path(entry.path))
+            else:
+                yield rel
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    out, i = "", 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif c == "*":
+            out, i = out + "[^/]*", i + 1
+        elif c == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(c), i + 1
+    return re.compile(out + r"\Z")
+
+
+def matches(key: str, pattern: str) -> bool:
+    """Glob match on a key: a pattern without `/` matches the file name at any depth."""
+    target = key if "/" in pattern.rstrip("/") or pattern.startswith("**") else key.rsplit("/", 1)[-1]
+    return bool(_glob_regex(pattern).match(target))
+
+
+def _excluded(key: str, patterns: tuple[str, ...]) -> bool:
+    return any(matches(key, p) for p in patterns)
