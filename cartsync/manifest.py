@@ -130,13 +130,19 @@ def _node_at(root: yaml.Node | None, path: list[Any], key_node: bool = False) ->
 
 class _Problems:
     def __init__(self, file: Path, root: yaml.Node | None) -> None:
-        self.file, self.root, self.items = file, root, []
+        self.file, self.root = file, root
+        self.items: list[str] = []
+        self.lines: list[int] = []
 
     def add(self, path: list[Any], message: str, hint: str = "", key_node: bool = False) -> None:
         node = _node_at(self.root, path, key_node)
         where = f"{self.file}:{node.start_mark.line + 1}" if node is not None else str(self.file)
         text = f"{where}: {_fmt_path(path)}: {message}"
         self.items.append(text + (f" ({hint})" if hint else ""))
+        self.lines.append(node.start_mark.line if node is not None else -1)
+
+    def sorted(self) -> list[str]:
+        return [text for _, text in sorted(zip(self.lines, self.items), key=lambda p: p[0])]
 
 
 def _describe(value: Any) -> str:
@@ -175,24 +181,34 @@ def _schema_problem(err: jsonschema.ValidationError, problems: _Problems) -> Non
         problems.add(path, "must not be empty", "list at least one item")
     elif v == "minLength":
         problems.add(path, f"{_describe(err.instance)} is too short (at least {err.validator_value} characters)")
-    elif v == "pattern" or (v == "oneOf" and path and path[-2:-1] == ["creators"]):
-        problems.add(path, f"{_describe(err.instance)} has the wrong form", _PATTERN_HINTS.get(_key(path), ""))
     elif v == "oneOf":
-        problems.add(path, f"{_describe(err.instance)} has the wrong form", _PATTERN_HINTS.get(_key(path), ""))
+        # Report the branch that fits the value's type (e.g. the object form of a creator), if exactly one does.
+        fitting = [e for e in err.context if e.validator != "type" and len(e.relative_schema_path) > 1
+                   and not any(c.validator == "type" and c.relative_schema_path[0] == e.relative_schema_path[0]
+                               for c in err.context)]
+        if fitting:
+            for sub in fitting:
+                _schema_problem(sub, problems)
+        else:
+            problems.add(path, f"{_describe(err.instance)} has the wrong form", _hint(path))
+    elif v == "pattern":
+        problems.add(path, f"{_describe(err.instance)} has the wrong form", _hint(path))
     elif v == "minimum":
         problems.add(path, f"{err.instance} is too small (at least {err.validator_value})")
     else:
         problems.add(path, err.message)
 
 
-def _key(path: list[Any]) -> str:
+def _hint(path: list[Any]) -> str:
+    if "creators" in path and path[-1] != "orcid":
+        return _PATTERN_HINTS["creators"]
     named = [p for p in path if isinstance(p, str)]
-    return named[-1] if named else ""
+    return _PATTERN_HINTS.get(named[-1] if named else "", "")
 
 
 _PATTERN_HINTS = {
     "creators": 'write "Lastname, Firstname" or {name: "Lastname, Firstname", affiliation: …, orcid: …}',
-    "name": 'targets: letters, digits, ".", "_" and "-"; creators: "Lastname, Firstname"',
+    "name": 'use letters, digits, ".", "_" and "-"',
     "orcid": "an ORCID looks like 0000-0002-1825-0097",
     "deposition": "use `new` or the numeric id of an existing deposition",
     "part_size": 'a number of bytes (at least 5 MiB) or a size like "64MiB"',
@@ -230,7 +246,7 @@ def load(path: str | os.PathLike[str]) -> Manifest:
         _schema_problem(err, problems)
     manifest = _build(file, data, problems)
     if problems.items:
-        raise ManifestError(problems.items)
+        raise ManifestError(problems.sorted())
     assert manifest is not None
     return manifest
 

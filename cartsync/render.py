@@ -17,12 +17,12 @@ def human_size(n: float) -> str:
 
 def plan_text(plan: Plan, verbose: bool = False) -> str:
     lines = [f"Target {plan.target} → {plan.url}"]
-    width = max((len(a.key) for a in plan.actions), default=0)
-    for a in plan.actions:
-        if a.kind is Kind.KEEP and not verbose:
-            continue
+    shown = [a for a in plan.actions if verbose or a.kind is not Kind.KEEP]
+    width = max((len(a.key) for a in shown), default=0)
+    size_width = max((len(human_size(a.size)) for a in shown), default=0)
+    for a in shown:
         why = f"  ({a.reason})" if verbose or a.kind is Kind.REPLACE else ""
-        lines.append(f"  {a.kind.sign} {a.kind.value:<8} {a.key:<{width}}  {human_size(a.size):>9}{why}")
+        lines.append(f"  {a.kind.sign} {a.kind.value:<8} {a.key:<{width}}  {human_size(a.size):>{size_width}}{why}")
     for c in plan.changes:
         lines.append(f"  {c.sign} {c.subject}" + (f": {c.detail}" if c.detail else ""))
     lines += [f"  note: {n}" for n in plan.notes]

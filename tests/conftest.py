@@ -1,0 +1,50 @@
+"""Shared fixtures: an isolated hash cache, the example dataset copied to a temp folder, CLI runner."""
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from cartsync.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "manifests" / "example" / "cartload2"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory, monkeypatch):
+    """Every test gets its own cache folder and fast retries; nothing touches ~/.cache."""
+    monkeypatch.setenv("CARTSYNC_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("CARTSYNC_RETRY_BASE", "0.01")
+    monkeypatch.setenv("CARTSYNC_RETRY_MAX_WAIT", "0.05")
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    """A fresh copy of the example cartload2 folder."""
+    dst = tmp_path / "cartload2"
+    shutil.copytree(EXAMPLE, dst)
+    return dst
+
+
+def write_manifest(folder: Path, body: str, name: str = "manifest.yaml") -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(body).lstrip())
+    return path
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the CLI in-process: returns (exit code, stdout, stderr)."""
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+    return run
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under root with its bytes: an independent 'listing' for assertions."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

@@ -1,0 +1,167 @@
+"""The core promises, end to end through the CLI on real local folders."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+from conftest import tree, write_manifest
+
+CATALOG_FILES = {
+    "catalog.yaml", "genes_all.pmtiles", "genes_bin1.pmtiles", "genes_bin3.pmtiles", "genes_bin_counts.json",
+    "sge-mono-dark.pmtiles", "sge-mono-light.pmtiles", "t12-f24-bulk-de.tsv", "t12-f24-info.tsv",
+    "t12-f24-model.tsv", "t12-f24-p12-a6-pixel-raster.pmtiles", "t12-f24-p12-a6-pseudobulk.tsv.gz",
+    "t12-f24-rgb.tsv", "t12-f24-umap.tsv.gz", "t12-f24.pmtiles", "t12-f24.umap.png",
+}
+
+
+def manifest_for(tmp_path: Path, dataset: Path, **target) -> Path:
+    extra = "".join(f"    {k}: {json.dumps(v)}\n" for k, v in target.items())
+    return write_manifest(tmp_path, f"""
+        version: 1
+        source:
+          dir: {dataset.name}
+          method: catalog
+        targets:
+          - name: out
+            url: out
+        """ + extra)
+
+
+def test_apply_then_rerun_sends_nothing(tmp_path, dataset, cli):
+    m = manifest_for(tmp_path, dataset)
+    code, out, err = cli("apply", m)
+    assert code == 0, err
+    assert out.splitlines()[0].startswith("out: 16 created, 0 replaced, 0 deleted; 211.8 KB sent in ")
+    assert set(tree(tmp_path / "out")) == CATALOG_FILES
+    assert tree(tmp_path / "out") == {k: (dataset / k).read_bytes() for k in CATALOG_FILES}
+
+    code, out, err = cli("apply", m)
+    assert code == 0
+    assert out == "out: no changes; 16 file(s) up to date; 0 B sent.\n"
+
+    code, out, _ = cli("apply", m, "--json")
+    report = json.loads(out)["reports"][0]
+    assert (report["bytes_sent"], report["outcomes"], report["ok"]) == (0, [], True)
+
+
+def test_catalog_method_leaves_logs_flags_and_tmp_behind(tmp_path, dataset, cli):
+    m = manifest_for(tmp_path, dataset)
+    code, out, _ = cli("plan", m, "--json")
+    keys = {a["key"] for a in json.loads(out)["plans"][0]["actions"]}
+    assert keys == CATALOG_FILES
+    assert {"run_cartload2.log", "t12-f24.done", "tmp/scratch.tsv"}.isdisjoint(keys)
+
+
+def test_same_size_same_mtime_content_change_is_replaced(tmp_path, dataset, cli):
+    m = manifest_for(tmp_path, dataset)
+    assert cli("apply", m)[0] == 0
+    f = dataset / "genes_bin3.pmtiles"
+    st = f.stat()
+    data = bytearray(f.read_bytes())
+    data[100] ^= 0xFF
+    f.write_bytes(bytes(data))
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (f.stat().st_size, f.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+
+    code, out, _ = cli("plan", m, "--detailed-exitcode")
+    assert code == 2
+    lines = out.splitlines()
+    assert lines[1] == "  ~ replace  genes_bin3.pmtiles  20.0 KB  (same size, content differs (md5))"
+    assert lines[-1] == "Plan: 0 to create, 1 to replace, 0 to delete, 15 unchanged (20.0 KB to send)."
+
+    code, out, _ = cli("apply", m)
+    assert code == 0 and out.startswith("out: 0 created, 1 replaced, 0 deleted; 20.0 KB sent")
+    assert (tmp_path / "out" / "genes_bin3.pmtiles").read_bytes() == bytes(data)
+    assert cli("plan", m, "--detailed-exitcode")[0] == 0
+
+
+def test_plan_and_dry_run_change_nothing(tmp_path, dataset, cli):
+    m = manifest_for(tmp_path, dataset, delete=True)
+    assert cli("apply", m)[0] == 0
+    (dataset / "genes_all.pmtiles").write_bytes(b"new content")
+    (dataset / "catalog.yaml").write_text((dataset / "catalog.yaml").read_text().replace(
+        "    - genes_bin1.pmtiles\n", ""))
+    (tmp_path / "out" / "stray.txt").write_text("remote only")
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (tmp_path / "out").rglob("*")}
+
+    code, out, _ = cli("plan", m)
+    assert code == 0
+    assert out.splitlines()[-1] == "Plan: 0 to create, 2 to replace, 2 to delete, 13 unchanged (856 B to send)."
+    code, out2, _ = cli("apply", m, "--dry-run")
+    assert code == 0 and out2 == out
+    after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (tmp_path / "out").rglob("*")}
+    assert after == before
+
+
+def test_catalog_is_written_last(tmp_path, dataset, cli):
+    m = manifest_for(tmp_path, dataset)
+    assert cli("apply", m, "--jobs", "4")[0] == 0
+    out = tmp_path / "out"
+    times = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert max(times, key=times.get) == "catalog.yaml"
+    assert all(t <= times["catalog.yaml"] for t in times.values())
+
+
+def test_failed_upload_blocks_catalog_and_deletes(tmp_path, dataset, cli):
+    m = manifest_for(tmp_path, dataset, delete=True)
+    assert cli("apply", m)[0] == 0
+    out = tmp_path / "out"
+    (out / "old.pmtiles").write_bytes(b"stale")                    # should be deleted… but not now
+    (dataset / "genes_bin1.pmtiles").write_bytes(b"changed")
+    (dataset / "catalog.yaml").write_text((dataset / "catalog.yaml").read_text() + "# v2\n")
+    # A real, permanent failure: the target folder for one file is read-only.
+    blocker = out / "genes_bin1.pmtiles"
+    blocker.unlink()
+    blocker.mkdir()                                               # a folder where the file must go
+    code, stdout, _ = cli("apply", m)
+    assert code == 1
+    assert "  FAILED genes_bin1.pmtiles: IsADirectoryError" in stdout
+    assert "not done because of the failure(s) above: 2 action(s) (catalog.yaml, old.pmtiles)" in stdout
+    assert (out / "old.pmtiles").read_bytes() == b"stale"
+    assert not (out / "catalog.yaml").read_text().endswith("# v2\n")
+
+
+def test_plan_detailed_exitcode(tmp_path, dataset, cli):
+    m = manifest_for(tmp_path, dataset)
+    assert cli("plan", m, "--detailed-exitcode")[0] == 2
+    assert cli("plan", m)[0] == 0
+    assert cli("apply", m)[0] == 0
+    code, out, _ = cli("plan", m, "--detailed-exitcode")
+    assert (code, out.splitlines()[-1]) == (0, "No changes. 16 file(s) up to date.")
+    assert cli("plan", tmp_path / "missing.yaml", "--detailed-exitcode")[0] == 1
+
+
+def test_delete_true_removes_only_what_the_source_dropped(tmp_path, dataset, cli):
+    m = manifest_for(tmp_path, dataset, delete=True)
+    assert cli("apply", m)[0] == 0
+    (dataset / "catalog.yaml").write_text((dataset / "catalog.yaml").read_text().replace(
+        "    - genes_bin1.pmtiles\n", ""))
+    code, out, _ = cli("apply", m)
+    assert code == 0 and out.startswith("out: 0 created, 1 replaced, 1 deleted;")
+    assert set(tree(tmp_path / "out")) == CATALOG_FILES - {"genes_bin1.pmtiles"}
+
+
+def test_version_and_help(cli):
+    import pytest
+    with pytest.raises(SystemExit) as e:
+        cli("--version")
+    assert e.value.code == 0
+    with pytest.raises(SystemExit):
+        cli("--help")
+
+
+def test_unreadable_source_file_is_named(tmp_path, dataset, cli):
+    if os.geteuid() == 0:
+        # root reads everything; simulate with a file that vanishes instead
+        (dataset / "genes_bin3.pmtiles").unlink()
+        code, _, err = cli("plan", manifest_for(tmp_path, dataset))
+        assert code == 1
+        assert "genes_bin3.pmtiles: missing" in err
+        return
+    f = dataset / "genes_bin3.pmtiles"
+    f.chmod(0)
+    code, _, err = cli("plan", manifest_for(tmp_path, dataset))
+    f.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    assert code == 1 and "genes_bin3.pmtiles: not readable (permission denied)" in err
