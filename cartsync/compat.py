@@ -1,8 +1,95 @@
-"""cartloader's upload_aws / upload_zenodo command lines, translated into in-memory manifests."""
+"""cartloader's upload_aws / upload_zenodo command lines, translated into in-memory manifests.
+
+The translated manifest runs through the same engine as a YAML one;
+`--print-manifest` prints it, so users can keep it in git instead.
+"""
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import manifest as manifest_mod
+from .errors import CartsyncError
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:  # filled in by the S3 and Zenodo work
-    return None
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("upload-aws", help="cartloader's upload_aws, same flags, through cartsync's engine",
+                       description="Upload a cartload2 output folder (or a collection) to S3, like cartloader's "
+                       "upload_aws, but idempotently: only what changed is sent.")
+    p.add_argument("--in-dir", required=True, help="input folder (or, with --in-list, the parent of the datasets)")
+    p.add_argument("--s3-dir", required=True, help="s3://bucket/prefix (or, with --in-list, the parent prefix)")
+    p.add_argument("--catalog-yaml", help="catalog file (default: <in-dir>/catalog.yaml; not with --in-list)")
+    p.add_argument("--in-list", help="TSV whose first column lists dataset sub-folders of --in-dir (collection)")
+    p.add_argument("--n-jobs", type=int, default=8, help="concurrent transfers")
+    p.add_argument("--profile", help="AWS profile")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--upload-basics-only", action="store_true", help="only the mandatory cartload files")
+    group.add_argument("--upload-optional-only", action="store_true", help="only the optional files (UMAP, alias)")
+    group.add_argument("--upload-basemap-only", action="store_true", help="only extra basemaps (e.g. histology)")
+    p.add_argument("--dry-run", action="store_true", help="show the plan; change nothing")
+    p.add_argument("--restart", action="store_true", help="re-upload everything (overwrite: always)")
+    p.add_argument("--aws", help="accepted for compatibility; not needed (cartsync talks to S3 itself)")
+    p.add_argument("--makefn", help=argparse.SUPPRESS)
+    _shared(p)
+    p.set_defaults(func=cmd_upload_aws)
+
+
+def _shared(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--print-manifest", action="store_true", help="print the equivalent manifest and exit")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _in_list(path: str) -> list[str]:
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise CartsyncError(f"--in-list {path}: cannot read: {exc.strerror}") from None
+    ids = [line.split("\t")[0].strip() for line in lines if line.strip() and not line.startswith("#")]
+    if not ids:
+        raise CartsyncError(f"--in-list {path}: lists no datasets", "one dataset folder name per line")
+    return ids
+
+
+def aws_manifest(args: argparse.Namespace, cwd: Path) -> dict[str, Any]:
+    if not args.s3_dir.startswith("s3://"):
+        raise CartsyncError(f"--s3-dir {args.s3_dir}: must start with s3://")
+    parts = (["basics"] if args.upload_basics_only else ["optional"] if args.upload_optional_only
+             else ["basemap"] if args.upload_basemap_only else None)
+    source: dict[str, Any] = {"dir": str((cwd / args.in_dir).resolve()), "method": "catalog"}
+    if args.in_list:
+        if args.catalog_yaml:
+            raise CartsyncError("--catalog-yaml cannot be used with --in-list",
+                                "each dataset folder must hold its own catalog.yaml")
+        source.update(collection=True, datasets=_in_list(args.in_list))
+    elif args.catalog_yaml:
+        source["catalog"] = str((cwd / args.catalog_yaml).resolve())
+    if parts:
+        source["parts"] = parts
+    target: dict[str, Any] = {"name": "aws", "url": args.s3_dir.rstrip("/"),
+                              "overwrite": "always" if args.restart else "changed"}
+    if args.profile:
+        target["storage_options"] = {"profile": args.profile}
+    return {"version": 1, "source": source, "targets": [target]}
+
+
+def run_translated(data: dict[str, Any], args: argparse.Namespace, what: str) -> int:
+    from .cli import run_apply
+    if args.print_manifest:
+        sys.stdout.write("# cartsync manifest translated from `cartsync " + what + "`\n")
+        sys.stdout.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+        return 0
+    if getattr(args, "aws", None):
+        print("note: --aws is not needed; cartsync talks to S3 itself", file=sys.stderr)
+    m = manifest_mod.from_data(data, Path.cwd() / f"<{what} flags>")
+    ns = argparse.Namespace(target=[], jobs=getattr(args, "n_jobs", 8), json=args.json, dry_run=args.dry_run,
+                            no_progress=args.no_progress, quiet=args.quiet, verbose=args.verbose)
+    return run_apply(m, ns)
+
+
+def cmd_upload_aws(args: argparse.Namespace) -> int:
+    return run_translated(aws_manifest(args, Path.cwd()), args, "upload-aws")

@@ -20,7 +20,7 @@ import yaml
 from .errors import ManifestError
 
 OVERWRITE_MODES = ("changed", "always", "never")
-DEFAULT_PART_SIZE = 64 * 2**20
+DEFAULT_PART_SIZE = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,8 @@ class SourceConfig:
     files: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     collection: bool = False
+    datasets: tuple[str, ...] = ()           # collection: only these sub-folders (default: all with a catalog)
+    parts: tuple[str, ...] = ("basics", "optional", "basemap")   # catalog: which groups of files
 
 
 @dataclass(frozen=True)
@@ -237,6 +239,11 @@ def load(path: str | os.PathLike[str]) -> Manifest:
         where = f"{file}:{mark.line + 1}" if mark else str(file)
         problem = getattr(exc, "problem", None) or str(exc)
         raise ManifestError([f"{where}: not valid YAML: {problem}"], "check indentation and quoting") from None
+    return from_data(data, file, root)
+
+
+def from_data(data: Any, file: Path, root: yaml.Node | None = None) -> Manifest:
+    """Validate manifest data (from YAML, or built in memory by upload-aws/upload-zenodo)."""
     problems = _Problems(file, root)
     if not isinstance(data, dict):
         problems.add([], f"expected a mapping with version, source and targets, got {_describe(data)}")
@@ -277,6 +284,10 @@ def _build(file: Path, data: dict[str, Any], problems: _Problems) -> Manifest | 
         problems.add(["source"], "method: list needs a non-empty `files` list")
     if src.get("files") and method != "list":
         problems.add(["source", "files"], f"is only used with method: list (method is {method})")
+    if src.get("datasets") and not src.get("collection"):
+        problems.add(["source", "datasets"], "is only used with collection: true")
+    if src.get("parts") and method != "catalog":
+        problems.add(["source", "parts"], f"is only used with method: catalog (method is {method})")
     if src.get("collection") and method == "list":
         problems.add(["source", "collection"], "a collection needs method: catalog or all")
     if (src.get("catalog") and method != "catalog") and not src.get("collection"):
@@ -301,7 +312,8 @@ def _build(file: Path, data: dict[str, Any], problems: _Problems) -> Manifest | 
         return None
     source = SourceConfig(dir=source_dir, method=method, catalog=catalog,
                           files=tuple(src.get("files", ())), exclude=tuple(src.get("exclude", ())),
-                          collection=bool(src.get("collection", False)))
+                          collection=bool(src.get("collection", False)), datasets=tuple(src.get("datasets", ())),
+                          parts=tuple(src.get("parts", ("basics", "optional", "basemap"))))
     return Manifest(path=file, source=source, targets=tuple(targets))
 
 

@@ -15,7 +15,7 @@ T = TypeVar("T")
 _RETRY_CODES = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "Throttling",
                 "ThrottlingException", "RequestTimeTooSkewed", "BadDigest", "IncompleteBody", "503", "500"}
 _RETRY_ERRNOS = {errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED, errno.EPIPE, errno.ETIMEDOUT,
-                 errno.EHOSTUNREACH, errno.ENETUNREACH}
+                 errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EREMOTEIO, errno.EBUSY}
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -35,17 +35,16 @@ def is_retryable(exc: BaseException) -> bool:
                 "ClientPayloadError", "ClientOSError", "ServerTimeoutError", "ClientConnectorError",
                 "ProtocolError", "IncompleteRead", "RemoteDisconnected"}:
         return True
+    if not isinstance(getattr(exc, "response", None), dict) and isinstance(
+            getattr(exc.__cause__, "response", None), dict):
+        exc = exc.__cause__  # s3fs wraps botocore's ClientError in an OSError; judge the original
     response = getattr(exc, "response", None)
     if isinstance(response, dict):   # botocore ClientError
         code = str(response.get("Error", {}).get("Code", ""))
         status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0
         return code in _RETRY_CODES or status >= 500 or status in (408, 429)
     if isinstance(exc, OSError) and not isinstance(exc, (PermissionError, FileNotFoundError)):
-        if exc.errno in _RETRY_ERRNOS or exc.errno == errno.EBUSY:
-            return True
-        # s3fs turns retryable service errors into OSError(EAGAIN/EIO, ...) after its own attempts
-        text = str(exc)
-        return any(code in text for code in _RETRY_CODES) or exc.errno in (errno.EAGAIN, errno.EIO)
+        return exc.errno in _RETRY_ERRNOS or exc.errno == errno.EAGAIN
     cause = exc.__cause__ or exc.__context__
     return cause is not None and cause is not exc and is_retryable(cause)
 

@@ -18,7 +18,9 @@ from .model import SourceFile
 
 CATALOG_NAME = "catalog.yaml"
 # Catalog values under these keys are identifiers or prose, never files.
-_NOT_FILE_KEYS = {"id", "name", "title", "description", "default", "version", "label", "url", "doi"}
+_NOT_FILE_KEYS = {"id", "name", "title", "description", "default", "version", "label", "url", "doi", "analysis",
+                  "raw_pixel_col"}
+_OPTIONAL_SUFFIXES = ("umap.tsv", "umap.png", "umap.ind_png", "umap.pmtiles")
 _FILE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,12}$")
 
 
@@ -28,7 +30,13 @@ def select(source: SourceConfig) -> list[SourceFile]:
     if source.collection:
         files: list[SourceFile] = []
         problems: list[str] = []
-        datasets = sorted(p for p in root.iterdir() if (p / CATALOG_NAME).is_file())
+        if source.datasets:
+            missing = [d for d in source.datasets if not (root / d / CATALOG_NAME).is_file()]
+            if missing:
+                raise SourceError("\n".join(f"{root / d}: no {CATALOG_NAME} (listed dataset)" for d in missing))
+            datasets = [root / d for d in source.datasets]
+        else:
+            datasets = sorted(p for p in root.iterdir() if (p / CATALOG_NAME).is_file())
         if not datasets:
             raise SourceError(f"{root}: no sub-folder holds a {CATALOG_NAME}",
                               "a collection is a folder of datasets, each with its own catalog.yaml")
@@ -39,7 +47,7 @@ def select(source: SourceConfig) -> list[SourceFile]:
                 problems.append(f"{folder}: dataset id {dataset_id!r} is also used by {seen[dataset_id]}")
                 continue
             seen[dataset_id] = folder
-            sub = SourceConfig(dir=folder, method=source.method, exclude=source.exclude)
+            sub = SourceConfig(dir=folder, method=source.method, exclude=source.exclude, parts=source.parts)
             try:
                 files += [SourceFile(f"{dataset_id}/{f.key}", f.path) for f in _select_one(sub, folder)]
             except SourceError as exc:
@@ -66,7 +74,7 @@ def _select_one(source: SourceConfig, root: Path) -> list[SourceFile]:
         candidates = list(source.files)
     else:
         catalog = (source.catalog or root / CATALOG_NAME)
-        candidates = catalog_files(catalog, root, problems)
+        candidates = catalog_files(catalog, root, problems, source.parts)
     excluded = [c for c in candidates if _excluded(c, source.exclude)]
     if source.method == "all":
         candidates = [c for c in candidates if c not in excluded]
@@ -110,18 +118,29 @@ def _looks_like_file(key: str | None, value: str) -> bool:
     return bool(_FILE_SUFFIX.search(value)) or "/" in value
 
 
-def _references(data: Any, key: str | None = None) -> Iterator[str]:
+def _references(data: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, str]]:
+    """(dotted key path, value) of every value in the catalog that names a file."""
     if isinstance(data, dict):
         for k, v in data.items():
-            yield from _references(v, str(k))
+            yield from _references(v, path + (str(k),))
     elif isinstance(data, list):
         for v in data:
-            yield from _references(v, key)
-    elif isinstance(data, str) and _looks_like_file(key, data):
-        yield data
+            yield from _references(v, path)
+    elif isinstance(data, str) and _looks_like_file(path[-1] if path else None, data):
+        yield ".".join(path), data
 
 
-def catalog_files(catalog: Path, root: Path, problems: list[str]) -> list[str]:
+def part_of(dotted: str) -> str:
+    """cartloader's grouping: basics (SGE, factors, cells), optional (UMAP, alias), basemap (non-SGE basemaps)."""
+    if dotted.startswith("assets.basemap") and not dotted.startswith("assets.basemap.sge"):
+        return "basemap"
+    if dotted.endswith(_OPTIONAL_SUFFIXES) or dotted.rsplit(".", 1)[-1] == "alias":
+        return "optional"
+    return "basics"
+
+
+def catalog_files(catalog: Path, root: Path, problems: list[str],
+                  parts: tuple[str, ...] = ("basics", "optional", "basemap")) -> list[str]:
     """Paths (relative to root) of the catalog and every file it references, in catalog order."""
     data = _read_catalog(catalog)
     base = catalog.parent
@@ -131,7 +150,10 @@ def catalog_files(catalog: Path, root: Path, problems: list[str]) -> list[str]:
         problems.append(f"{catalog}: catalog is outside the source folder {root}")
         return []
     refs: list[str] = []
-    for ref in dict.fromkeys(_references(data)):
+    named = list(_references(data))
+    if not named:
+        problems.append(f"{catalog}: catalog references no files")
+    for ref in dict.fromkeys(v for k, v in named if part_of(k) in parts):
         if os.path.isabs(ref):
             problems.append(f"{ref}: absolute path in {catalog.name} (catalog paths are relative to its folder)")
             continue
@@ -140,8 +162,6 @@ def catalog_files(catalog: Path, root: Path, problems: list[str]) -> list[str]:
             refs.append(_rel(full, root))
         except ValueError:
             problems.append(f"{ref}: outside the source folder (named in {catalog.name})")
-    if not refs:
-        problems.append(f"{catalog}: catalog references no files")
     return refs + [cat_rel]
 
 

@@ -48,3 +48,26 @@ def cli(capsys):
 def tree(root: Path) -> dict[str, bytes]:
     """Every file under root with its bytes: an independent 'listing' for assertions."""
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on 127.0.0.1 (a free port), for the whole session."""
+    from s3server import start_s3_server
+    server = start_s3_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch, tmp_path):
+    """A fresh bucket on the loopback server; credentials come from the environment, as users' do."""
+    import uuid
+    from s3server import aws_env
+    for k, v in aws_env().items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    s3_server.bucket = s3_server.create_bucket(f"b-{uuid.uuid4().hex[:12]}")
+    s3_server.reset_counts()
+    return s3_server

@@ -1,0 +1,225 @@
+"""s3:// targets through s3fs: exact change detection at listing cost, verified streamed uploads.
+
+What is compared: size, then the ETag. A single-part ETag is the MD5. A
+multipart ETag (`<md5 of part md5s>-N`) is matched by computing it locally for
+the part sizes that give N parts for this file size (cartsync's own, 8 MiB as
+the aws CLI uses, and other common sizes); the result is cached. Uploads carry
+the MD5 in `x-amz-meta-md5` too, as a fallback for part sizes we cannot guess.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import math
+import mimetypes
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Mapping
+
+from ..errors import AuthError, RemoteError, VerifyError
+from ..inventory import cached_digest, multipart_etag
+from ..model import LocalFile, Plan, RemoteFile
+from ..selection import matches
+from .base import Progress
+from .fsspec import FsspecBackend
+
+log = logging.getLogger(__name__)
+MiB = 2**20
+COMMON_PART_SIZES = [8 * MiB, 5 * MiB, 16 * MiB, 15 * MiB, 32 * MiB, 50 * MiB, 64 * MiB, 100 * MiB, 128 * MiB,
+                     256 * MiB, 512 * MiB, 1024 * MiB]
+PART_CONCURRENCY = 4
+CONTENT_TYPES = {
+    ".pmtiles": "application/vnd.pmtiles", ".yaml": "application/yaml", ".yml": "application/yaml",
+    ".json": "application/json", ".tsv": "text/tab-separated-values", ".csv": "text/csv",
+    ".png": "image/png", ".gz": "application/gzip", ".txt": "text/plain", ".html": "text/html",
+    ".parquet": "application/vnd.apache.parquet", ".tif": "image/tiff", ".tiff": "image/tiff",
+}
+
+
+def content_type(key: str) -> str:
+    name = key.rsplit("/", 1)[-1].lower()
+    for ext, ctype in CONTENT_TYPES.items():
+        if name.endswith(ext):
+            return ctype
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def s3fs_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Manifest storage_options → s3fs arguments, with cartsync's retry and timeout defaults."""
+    opts = dict(options)
+    client_kwargs = dict(opts.pop("client_kwargs", {}) or {})
+    if "region" in opts:
+        client_kwargs.setdefault("region_name", opts.pop("region"))
+    config_kwargs = dict(opts.pop("config_kwargs", {}) or {})
+    config_kwargs.setdefault("connect_timeout", 10)
+    config_kwargs.setdefault("read_timeout", 120)
+    # cartsync's own retry policy is the one place that retries (and counts); botocore and s3fs try once.
+    config_kwargs.setdefault("retries", {"max_attempts": 1, "mode": "standard"})
+    opts["client_kwargs"], opts["config_kwargs"] = client_kwargs, config_kwargs
+    return opts
+
+
+class S3Backend(FsspecBackend):
+    def __init__(self, target, cache) -> None:
+        import s3fs
+        fs = s3fs.S3FileSystem(skip_instance_cache=True, **s3fs_options(target.storage_options))
+        fs.retries = 1   # s3fs's own retry loop: once; cartsync's policy retries (and counts)
+        root = target.url.split("://", 1)[1].strip("/")
+        super().__init__(target, cache, fs=fs, root=root)
+        self.bucket, _, self.prefix = root.partition("/")
+        self.part_size = target.part_size
+
+    # ---- reading -------------------------------------------------------------------------------
+
+    def list(self) -> dict[str, RemoteFile]:
+        try:
+            listing = super().list()
+            if not listing and not self.fs.exists(self.bucket):
+                raise RemoteError(f"target {self.target.name}: bucket {self.bucket!r} does not exist",
+                                  "create it first, or fix the bucket name in the url")
+        except PermissionError:
+            raise AuthError(f"target {self.target.name}: access denied listing {self.url}",
+                            "check the credentials (profile, environment) and the bucket policy") from None
+        return listing
+
+    def resolve(self, remote: dict[str, RemoteFile], local: Mapping[str, LocalFile]) -> dict[str, RemoteFile]:
+        out = dict(remote)
+        for key, r in remote.items():
+            lf = local.get(key)
+            if r.md5 is not None or lf is None or lf.size != r.size or not r.etag or "-" not in r.etag:
+                continue
+            # the ETag computed locally is exact; the md5 stored at upload is the fallback (one HEAD)
+            md5 = lf.md5 if self._multipart_matches(lf, r.etag) else self._meta_md5(key)
+            if md5 is not None:
+                out[key] = RemoteFile(key, r.size, md5, r.etag, r.extra)
+        return out
+
+    def _multipart_matches(self, lf: LocalFile, etag: str) -> bool:
+        parts = int(etag.rsplit("-", 1)[1])
+        candidates = [self.part_size] + COMMON_PART_SIZES
+        derived = math.ceil(lf.size / parts / MiB) * MiB       # e.g. tools that pick size/N rounded up
+        candidates += [derived, derived + MiB]
+        for ps in dict.fromkeys(candidates):
+            if math.ceil(lf.size / ps) != parts:
+                continue
+            digest = cached_digest(self.cache, lf.path, f"etag:{ps}", lambda p, ps=ps: multipart_etag(p, ps))
+            if digest == etag:
+                return True
+        return False
+
+    def _meta_md5(self, key: str) -> str | None:
+        try:
+            head = self.fs.call_s3("head_object", Bucket=self.bucket, Key=self._key(key))
+        except (FileNotFoundError, PermissionError):
+            return None
+        return (head.get("Metadata") or {}).get("md5")
+
+    # ---- writing (executor only) ---------------------------------------------------------------
+
+    def begin(self, plan: Plan):
+        """Abort multipart uploads a killed run left under this prefix (they cost money, invisibly)."""
+        prefix = self.prefix + "/" if self.prefix else ""
+        try:
+            resp = self.fs.call_s3("list_multipart_uploads", Bucket=self.bucket, Prefix=prefix)
+        except PermissionError:
+            return []
+        stale = resp.get("Uploads", [])
+        for up in stale:
+            self.fs.call_s3("abort_multipart_upload", Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"])
+        if stale:
+            log.warning("aborted %d unfinished multipart upload(s) left by an earlier run", len(stale))
+        return []
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def extra_args(self, key: str, md5: str) -> dict[str, Any]:
+        args: dict[str, Any] = {"ContentType": content_type(key), "Metadata": {"md5": md5}}
+        for pattern, headers in self.target.headers:
+            if matches(key, pattern):
+                args.update(headers)
+        return args
+
+    def upload(self, local: LocalFile, key: str, progress: Progress) -> RemoteFile:
+        try:
+            if local.size <= self.part_size:
+                etag = self._put_single(local, key)
+                expected = local.md5
+            else:
+                etag, expected = self._put_multipart(local, key, progress)
+        except PermissionError:
+            raise AuthError(f"{key}: access denied writing to {self.url}",
+                            "check the credentials and that they may PutObject here") from None
+        if local.size <= self.part_size:
+            progress(local.size)
+        if etag != expected:
+            raise VerifyError(f"{key}: server reports ETag {etag}, expected {expected}")
+        return RemoteFile(key, local.size, local.md5, etag)
+
+    def _put_single(self, local: LocalFile, key: str) -> str:
+        md5_b64 = base64.b64encode(bytes.fromhex(local.md5)).decode()
+        with open(local.path, "rb") as body:
+            # Content-MD5 makes the server refuse a body that is not what we hashed (BadDigest).
+            resp = self.fs.call_s3("put_object", Bucket=self.bucket, Key=self._key(key), Body=body,
+                                   ContentMD5=md5_b64, **self.extra_args(key, local.md5))
+        return str(resp.get("ETag", "")).strip('"')
+
+    def _put_multipart(self, local: LocalFile, key: str, progress: Progress) -> tuple[str, str]:
+        s3key = self._key(key)
+        mpu = self.fs.call_s3("create_multipart_upload", Bucket=self.bucket, Key=s3key,
+                              **self.extra_args(key, local.md5))
+        upload_id = mpu["UploadId"]
+        nparts = math.ceil(local.size / self.part_size)
+        digests: list[bytes] = [b""] * nparts
+        whole = hashlib.md5()
+        read_lock = threading.Lock()
+        state = {"next": 0}
+
+        def read_part() -> tuple[int, bytes] | None:
+            # Parts are read in order under a lock so the whole-file MD5 streams along with them.
+            with read_lock:
+                i = state["next"]
+                if i >= nparts:
+                    return None
+                state["next"] = i + 1
+                with open(local.path, "rb") as f:
+                    f.seek(i * self.part_size)
+                    data = f.read(self.part_size)
+                whole.update(data)
+                return i, data
+
+        def worker() -> list[dict[str, Any]]:
+            done = []
+            while (item := read_part()) is not None:
+                i, data = item
+                digest = hashlib.md5(data)
+                resp = self.fs.call_s3("upload_part", Bucket=self.bucket, Key=s3key, UploadId=upload_id,
+                                       PartNumber=i + 1, Body=data,
+                                       ContentMD5=base64.b64encode(digest.digest()).decode())
+                if str(resp.get("ETag", "")).strip('"') != digest.hexdigest():
+                    raise VerifyError(f"{key}: part {i + 1} ETag mismatch")
+                digests[i] = digest.digest()
+                done.append({"PartNumber": i + 1, "ETag": resp["ETag"]})
+                progress(len(data))
+            return done
+
+        try:
+            with ThreadPoolExecutor(max_workers=min(PART_CONCURRENCY, nparts)) as pool:
+                futures = [pool.submit(worker) for _ in range(min(PART_CONCURRENCY, nparts))]
+                parts = sorted((p for fut in futures for p in fut.result()), key=lambda p: p["PartNumber"])
+            if whole.hexdigest() != local.md5:
+                raise VerifyError(f"{key}: content read while uploading differs from what was hashed")
+            resp = self.fs.call_s3("complete_multipart_upload", Bucket=self.bucket, Key=s3key, UploadId=upload_id,
+                                   MultipartUpload={"Parts": parts})
+        except BaseException:
+            try:
+                self.fs.call_s3("abort_multipart_upload", Bucket=self.bucket, Key=s3key, UploadId=upload_id)
+            except Exception:  # noqa: BLE001 — begin() of the next run aborts leftovers anyway
+                log.warning("could not abort multipart upload of %s; the next run will", key)
+            raise
+        expected = f"{hashlib.md5(b''.join(digests)).hexdigest()}-{nparts}"
+        return str(resp.get("ETag", "")).strip('"'), expected
+
+    def delete(self, remote: RemoteFile) -> None:
+        self.fs.call_s3("delete_object", Bucket=self.bucket, Key=self._key(remote.key))

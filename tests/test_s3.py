@@ -1,0 +1,202 @@
+"""s3:// targets against a real S3 server (moto's server mode) on 127.0.0.1."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from cartsync.backends.s3 import S3Backend
+from cartsync.inventory import HashCache
+from cartsync.manifest import TargetConfig
+from conftest import write_manifest
+from test_contract import run_contract
+
+MiB = 2**20
+
+
+def s3_manifest(tmp_path: Path, s3, prefix: str, src: str = "cartload2", method: str = "catalog", **target) -> Path:
+    extra = "".join(f"    {k}: {json.dumps(v)}\n" for k, v in target.items())
+    return write_manifest(tmp_path, f"""
+        version: 1
+        source:
+          dir: {src}
+          method: {method}
+        targets:
+          - name: web
+            url: s3://{s3.bucket}/{prefix}
+            storage_options: {{endpoint_url: "{s3.endpoint_url}"}}
+        """ + extra)
+
+
+def writes(s3) -> int:
+    c = s3.counts()
+    return c["PutObject"] + c["UploadPart"] + c["CreateMultipartUpload"] + c["DeleteObject"] + c["DeleteObjects"]
+
+
+def test_contract_on_s3(s3, tmp_path):
+    target = TargetConfig(name="s3", url=f"s3://{s3.bucket}/contract",
+                          storage_options={"endpoint_url": s3.endpoint_url})
+    backend = S3Backend(target, HashCache(tmp_path / "h.sqlite3"))
+    run_contract(backend, tmp_path)
+
+
+def test_sync_noop_change_and_delete(s3, tmp_path, dataset, cli):
+    m = s3_manifest(tmp_path, s3, "ds")
+    code, out, err = cli("apply", m)
+    assert code == 0, err
+    assert out.startswith("web: 16 created, 0 replaced, 0 deleted; 211.8 KB sent")
+    remote = s3.list_objects(s3.bucket, "ds/")
+    assert len(remote) == 16 and s3.counts()["PutObject"] == 16
+
+    s3.reset_counts()
+    code, out, _ = cli("apply", m)
+    assert (code, out) == (0, "web: no changes; 16 file(s) up to date; 0 B sent.\n")
+    assert writes(s3) == 0 and s3.counts()["HeadObject"] == 0
+    assert s3.counts()["ListObjectsV2"] == 1            # one listing per run, nothing per file
+
+    (dataset / "genes_bin3.pmtiles").write_bytes(os.urandom(20008))   # same size, new content
+    s3.reset_counts()
+    code, out, _ = cli("apply", m)
+    assert code == 0 and out.startswith("web: 0 created, 1 replaced, 0 deleted; 20.0 KB sent")
+    assert s3.counts()["PutObject"] == 1
+
+    # a file leaves the source: kept without delete, removed with it
+    (dataset / "catalog.yaml").write_text((dataset / "catalog.yaml").read_text().replace("    - genes_bin1.pmtiles\n", ""))
+    assert cli("apply", m)[0] == 0
+    assert "ds/genes_bin1.pmtiles" in s3.list_objects(s3.bucket, "ds/")
+    m = s3_manifest(tmp_path, s3, "ds", delete=True)
+    code, out, _ = cli("apply", m)
+    assert code == 0 and out.startswith("web: 0 created, 0 replaced, 1 deleted;")
+    assert "ds/genes_bin1.pmtiles" not in s3.list_objects(s3.bucket, "ds/")
+    assert len(s3.list_objects(s3.bucket, "ds/")) == 15
+
+
+def big_dataset(tmp_path: Path, sizes: dict[str, int]) -> Path:
+    src = tmp_path / "big"
+    src.mkdir()
+    for name, size in sizes.items():
+        (src / name).write_bytes(os.urandom(size))
+    return src
+
+
+def test_multipart_kept_then_replaced(s3, tmp_path, cli):
+    src = big_dataset(tmp_path, {"big.pmtiles": 12 * MiB + 123, "small.tsv": 1000})
+    m = s3_manifest(tmp_path, s3, "mp", src="big", method="all", part_size="5MiB")
+    assert cli("apply", m)[0] == 0
+    assert s3.counts()["UploadPart"] == 3 and s3.counts()["CompleteMultipartUpload"] == 1
+    assert s3.list_objects(s3.bucket, "mp/")["mp/big.pmtiles"][1].endswith("-3")
+    s3.reset_counts()
+    code, out, _ = cli("apply", m)
+    assert (code, writes(s3)) == (0, 0)
+    assert out == "web: no changes; 2 file(s) up to date; 0 B sent.\n"
+    data = bytearray((src / "big.pmtiles").read_bytes())
+    data[7 * MiB] ^= 1
+    (src / "big.pmtiles").write_bytes(bytes(data))
+    code, out, _ = cli("plan", m)
+    assert "  ~ replace  big.pmtiles  12.6 MB  (same size, content differs (md5))" in out
+    s3.reset_counts()
+    assert cli("apply", m)[0] == 0
+    assert s3.counts()["UploadPart"] == 3
+    assert s3.get_object_bytes(s3.bucket, "mp/big.pmtiles") == bytes(data)
+    assert s3.list_multipart_uploads(s3.bucket) == []
+
+
+def test_prefix_boundary(s3, tmp_path, dataset, cli):
+    s3.put_object(s3.bucket, "sample10/genes_all.pmtiles", b"other dataset")
+    s3.put_object(s3.bucket, "sample1-old.txt", b"outside")
+    s3.put_object(s3.bucket, "sample1/stray.txt", b"ours to delete")
+    m = s3_manifest(tmp_path, s3, "sample1", delete=True)
+    code, out, _ = cli("plan", m)
+    assert "+ create" in out and "  - delete   stray.txt" in out
+    assert "sample10" not in out and "sample1-old" not in out
+    assert cli("apply", m)[0] == 0
+    objs = s3.list_objects(s3.bucket)
+    assert objs["sample10/genes_all.pmtiles"][0] == 13 and "sample1-old.txt" in objs
+    assert "sample1/stray.txt" not in objs
+
+
+def test_content_types_and_headers(s3, tmp_path, dataset, cli):
+    m = s3_manifest(tmp_path, s3, "ct", headers={"*.pmtiles": {"CacheControl": "public, max-age=86400"}})
+    assert cli("apply", m)[0] == 0
+    head = s3.head_object(s3.bucket, "ct/genes_all.pmtiles")
+    assert head["ContentType"] == "application/vnd.pmtiles"
+    assert head["CacheControl"] == "public, max-age=86400"
+    assert head["Metadata"]["md5"] == __import__("hashlib").md5((dataset / "genes_all.pmtiles").read_bytes()).hexdigest()
+    assert s3.head_object(s3.bucket, "ct/catalog.yaml")["ContentType"] == "application/yaml"
+    assert s3.head_object(s3.bucket, "ct/t12-f24-info.tsv")["ContentType"] == "text/tab-separated-values"
+    assert s3.head_object(s3.bucket, "ct/t12-f24-umap.tsv.gz")["ContentType"] == "application/gzip"
+    assert s3.head_object(s3.bucket, "ct/t12-f24.umap.png")["ContentType"] == "image/png"
+    assert s3.head_object(s3.bucket, "ct/genes_bin_counts.json")["ContentType"] == "application/json"
+
+
+def test_data_uploaded_by_aws_cli_is_adopted(s3, tmp_path, cli):
+    """boto3's transfer manager with 8 MiB parts is what `aws s3 cp` does: no re-upload."""
+    from boto3.s3.transfer import TransferConfig
+    src = big_dataset(tmp_path, {"a.pmtiles": 20 * MiB + 5, "b.pmtiles": 9 * MiB, "c.tsv": 300})
+    client = s3.boto3_client(counted=False)
+    cfg = TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB)
+    for p in src.iterdir():
+        client.upload_file(str(p), s3.bucket, f"cli/{p.name}", Config=cfg)
+    assert s3.list_objects(s3.bucket, "cli/")["cli/a.pmtiles"][1].endswith("-3")
+    m = s3_manifest(tmp_path, s3, "cli", src="big", method="all")
+    s3.reset_counts()
+    code, out, _ = cli("apply", m)
+    assert (code, out) == (0, "web: no changes; 3 file(s) up to date; 0 B sent.\n")
+    assert writes(s3) == 0
+
+
+def test_missing_bucket_is_a_clear_error(s3, tmp_path, dataset, cli):
+    m = write_manifest(tmp_path, f"""
+        version: 1
+        source: {{dir: cartload2}}
+        targets:
+          - name: web
+            url: s3://no-such-bucket-here/x
+            storage_options: {{endpoint_url: "{s3.endpoint_url}"}}
+        """)
+    code, _, err = cli("plan", m)
+    assert code == 1
+    assert err == ("error: target web: bucket 'no-such-bucket-here' does not exist\n"
+                   "hint: create it first, or fix the bucket name in the url\n")
+
+
+def test_upload_aws_with_cartloader_flags(s3, tmp_path, dataset, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    flags = ["upload-aws", "--in-dir", "cartload2", "--s3-dir", f"s3://{s3.bucket}/one", "--n-jobs", "4",
+             "--aws", "/usr/bin/aws", "--catalog-yaml", "cartload2/catalog.yaml"]
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3.endpoint_url)
+    code, out, err = cli(*flags, "--dry-run")
+    assert code == 0 and out.splitlines()[-1].startswith("Plan: 16 to create")
+    assert s3.list_objects(s3.bucket, "one/") == {}
+    code, out, err = cli(*flags)
+    assert code == 0, err
+    assert "note: --aws is not needed; cartsync talks to S3 itself" in err
+    assert len(s3.list_objects(s3.bucket, "one/")) == 16
+    code, out, _ = cli(*flags)
+    assert out == "aws: no changes; 16 file(s) up to date; 0 B sent.\n"
+    code, out, _ = cli(*flags, "--upload-basics-only", "--restart", "--dry-run")
+    assert out.splitlines()[-1] == "Plan: 0 to create, 14 to replace, 0 to delete, 0 unchanged (207.9 KB to send)."
+
+
+def test_upload_aws_collection_in_list(s3, tmp_path, cli, monkeypatch):
+    import shutil
+    from conftest import EXAMPLE
+    coll = tmp_path / "coll"
+    shutil.copytree(EXAMPLE, coll / "s1")
+    shutil.copytree(EXAMPLE, coll / "s2_raw")
+    (coll / "s2_raw" / "catalog.yaml").write_text(
+        (coll / "s2_raw" / "catalog.yaml").read_text().replace("id: example-mouse-brain\n", ""))
+    (tmp_path / "list.tsv").write_text("s1\textra column\ns2_raw\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3.endpoint_url)
+    code, out, err = cli("upload-aws", "--in-dir", "coll", "--s3-dir", f"s3://{s3.bucket}/coll", "--in-list",
+                         "list.tsv")
+    assert code == 0, err
+    keys = s3.list_objects(s3.bucket, "coll/")
+    assert {k.split("/")[1] for k in keys} == {"example-mouse-brain", "s2_raw"}
+    assert len(keys) == 32
+    code, out, _ = cli("upload-aws", "--in-dir", "coll", "--s3-dir", f"s3://{s3.bucket}/coll", "--in-list",
+                       "list.tsv", "--print-manifest")
+    assert "  collection: true\n  datasets:\n  - s1\n  - s2_raw\n" in out
