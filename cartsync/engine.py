@@ -47,22 +47,24 @@ def plan_target(backend: Backend, target: TargetConfig, local: dict[str, LocalFi
     """List the target once and diff it against the local inventory. Writes nothing remotely."""
     mapping = backend.map_keys(sorted(local))
     mapped = {mapping[k]: f for k, f in local.items()}
+    _check_limits(backend, mapped, {}, target)        # before any request: the source alone may be too big
     remote = backend.list()
     remote = backend.resolve(remote, mapped)
+    _check_limits(backend, mapped, remote, target)
     plan = make_plan(target.name, backend.url, mapped, remote, overwrite=target.overwrite, delete=target.delete)
-    _check_limits(backend, plan, mapped, remote, target)
     changes = backend.plan_changes(plan)
     return Plan(plan.target, plan.url, plan.actions, changes, plan.notes)
 
 
-def _check_limits(backend: Backend, plan: Plan, local: dict[str, LocalFile], remote: dict, target: TargetConfig) -> None:
+def _check_limits(backend: Backend, local: dict[str, LocalFile], remote: dict, target: TargetConfig) -> None:
     feats = backend.features
     kept = [] if target.delete else [k for k in remote if k not in local]
     count = len(local) + len(kept)
     total = sum(f.size for f in local.values()) + sum(remote[k].size for k in kept)
     if feats.max_files is not None and count > feats.max_files:
         raise PlanError(f"target {target.name}: {count} files, but it can hold at most {feats.max_files}",
-                        "split the dataset into several targets (e.g. by method: list), or zip small files")
+                        f"split the dataset into {-(-count // feats.max_files)} or more targets (e.g. with "
+                        "method: list), or zip small files together")
     if feats.max_bytes is not None and total > feats.max_bytes:
         raise PlanError(f"target {target.name}: {human_size(total)}, but it can hold at most "
                         f"{human_size(feats.max_bytes)}", "split the dataset into several targets")

@@ -6,6 +6,7 @@ can, the fix; all problems are collected and raised together.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import os
 import re
@@ -31,6 +32,8 @@ class ZenodoConfig:
     token_env: str = "ZENODO_TOKEN"
     deposition: str = "new"          # "new" or a numeric id as a string
     publish: bool = False
+    state_file: Path | None = None   # where the created deposition id is recorded (beside the manifest)
+    marker: str = ""                 # put in the deposition's notes to find it again if the state is lost
 
 
 @dataclass(frozen=True)
@@ -305,7 +308,7 @@ def _build(file: Path, data: dict[str, Any], problems: _Problems) -> Manifest | 
                 problems.add(["targets", i, "name"], f"duplicate target name {name!r} (also targets[{seen[name]}])",
                              "give each target a unique name")
             seen.setdefault(name, i)
-        target = _build_target(t, i, base, problems)
+        target = _build_target(t, i, base, problems, file)
         if target is not None:
             targets.append(target)
     if problems.items or source_dir is None:
@@ -317,7 +320,15 @@ def _build(file: Path, data: dict[str, Any], problems: _Problems) -> Manifest | 
     return Manifest(path=file, source=source, targets=tuple(targets))
 
 
-def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems) -> TargetConfig | None:
+def state_file_for(manifest: Path) -> Path:
+    return manifest.resolve().with_name(manifest.stem + ".cartsync-state.json")
+
+
+def marker_for(manifest: Path, target: str) -> str:
+    return "cartsync:" + hashlib.sha1(f"{manifest.resolve()}\0{target}".encode()).hexdigest()[:16]
+
+
+def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems, file: Path) -> TargetConfig | None:
     has_url, z = "url" in t, t.get("zenodo")
     if has_url == (z is not None):
         problems.add(["targets", i], "needs exactly one of `url` (a store) or `zenodo` (a deposition)")
@@ -343,7 +354,8 @@ def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems) ->
                                  "title, upload_type, description and creators are needed for a new deposition")
         cfg = ZenodoConfig(url=str(z.get("url", "https://zenodo.org")).rstrip("/"), metadata=meta,
                            token_file=token_file, token_env=str(z.get("token_env", "ZENODO_TOKEN")),
-                           deposition=str(z.get("deposition", "new")), publish=bool(z.get("publish", False)))
+                           deposition=str(z.get("deposition", "new")), publish=bool(z.get("publish", False)),
+                           state_file=state_file_for(file), marker=marker_for(file, str(t.get("name"))))
         url = cfg.url
     else:
         cfg, url = None, t.get("url")

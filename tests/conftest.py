@@ -71,3 +71,33 @@ def s3(s3_server, monkeypatch, tmp_path):
     s3_server.bucket = s3_server.create_bucket(f"b-{uuid.uuid4().hex[:12]}")
     s3_server.reset_counts()
     return s3_server
+
+
+@pytest.fixture
+def zenodo(monkeypatch):
+    """The Zenodo fake on 127.0.0.1, its token in ZT (the manifest names only the variable)."""
+    from zenodo_fake import ZenodoFake
+    fake = ZenodoFake(tokens={"test-token-zz9"})
+    fake.start()
+    monkeypatch.setenv("ZT", "test-token-zz9")
+    yield fake
+    fake.stop()
+
+
+def zenodo_manifest(folder: Path, fake_url: str, src: str = "cartload2", method: str = "catalog",
+                    **z) -> Path:
+    """A manifest with one zenodo target named doi; extra keyword arguments go into `zenodo:`
+    (delete and overwrite go to the target)."""
+    import yaml
+    target = {"name": "doi"}
+    for key in ("delete", "overwrite"):
+        if key in z:
+            target[key] = z.pop(key)
+    target["zenodo"] = {"url": fake_url, "token_env": "ZT", **z, "metadata": {
+        "title": "Mouse brain, Visium HD, FICTURE factors", "upload_type": "dataset",
+        "description": "Example data", "keywords": ["spatial transcriptomics"],
+        "creators": ["Doe, Jane", {"name": "Roe, Rick", "affiliation": "Lab", "orcid": "0000-0002-1825-0097"}]}}
+    data = {"version": 1, "source": {"dir": src, "method": method}, "targets": [target]}
+    path = folder / "manifest.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path

@@ -1,0 +1,217 @@
+"""zenodo: targets — the deposit lifecycle, declaratively and idempotently.
+
+Remote state is one GET of the deposition (metadata and files), plus, for a
+published record, one search of its concept for the latest version and an
+open new-version draft. `deposition: new` records the id it created in the
+state file beside the manifest, and marks the deposition's notes so that a
+run whose record was lost finds it again instead of creating a second one.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import PlanError, RemoteError, VerifyError
+from ..model import Change, Kind, LocalFile, Plan, RemoteFile, Report
+from ..retry import RetryPolicy
+from .base import Backend, Features, Progress
+from .zenodo_client import ZenodoClient
+from .zenodo_meta import desired_metadata, metadata_diff
+
+log = logging.getLogger(__name__)
+
+
+def _md5(checksum: str) -> str:
+    return checksum.split(":", 1)[1] if checksum.startswith("md5:") else checksum
+
+
+def remote_files(dep: Mapping[str, Any]) -> dict[str, RemoteFile]:
+    out = {}
+    for f in dep.get("files") or []:
+        name = f.get("filename") or f.get("key")
+        out[name] = RemoteFile(name, int(float(f.get("filesize", f.get("size", 0)))), _md5(str(f.get("checksum", ""))),
+                               None, (("id", str(f.get("id", ""))),))
+    return out
+
+
+class StateFile:
+    """Per-target records beside the manifest (JSON; no secrets; safe to commit)."""
+
+    def __init__(self, path: Path, target: str) -> None:
+        self.path, self.target = path, target
+
+    def read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise PlanError(f"state file {self.path} is unreadable ({exc})",
+                            "fix or remove it; cartsync will find its deposition by its marker") from None
+        return dict(data.get("targets", {}).get(self.target, {}))
+
+    def write(self, **record: Any) -> None:
+        try:
+            data = json.loads(self.path.read_text())
+        except (FileNotFoundError, ValueError):
+            data = {}
+        data.setdefault("cartsync_state", 1)
+        data.setdefault("targets", {}).setdefault(self.target, {}).update(record)
+        tmp = self.path.with_name(self.path.name + f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, self.path)
+
+
+class ZenodoBackend(Backend):
+    features = Features(flat=True, max_files=100, max_bytes=50 * 10**9, atomic_replace=False)
+
+    def __init__(self, target, cache) -> None:
+        super().__init__(target, cache)
+        self.cfg = target.zenodo
+        self.api = ZenodoClient(self.cfg)
+        self.policy = RetryPolicy.from_env()
+        self.state = StateFile(self.cfg.state_file or Path(".cartsync-state.json"), target.name)
+        self.marker = self.cfg.marker
+        self.want_meta = desired_metadata(self.cfg.metadata, self.marker)
+        self.dep: dict[str, Any] | None = None       # the deposition the files are compared with
+        self.published: dict[str, Any] | None = None  # the latest published version, if any
+        self.draft: dict[str, Any] | None = None     # the draft we write to (set by begin)
+        self.files: dict[str, RemoteFile] = {}
+        self.retried: set[str] = set()
+
+    @property
+    def url(self) -> str:
+        dep = f"/deposition/{self.dep['id']}" if self.dep else "/deposition/(new)"
+        return self.cfg.url + dep
+
+    def _get(self, path: str, **kw: Any) -> Any:
+        return self.policy.call(lambda: self.api.call("GET", path, **kw))
+
+    # ---- reading -------------------------------------------------------------------------------
+
+    def map_keys(self, keys: list[str]) -> dict[str, str]:
+        by_name: dict[str, list[str]] = {}
+        for k in keys:
+            by_name.setdefault(k.rsplit("/", 1)[-1], []).append(k)
+        clashes = {n: ks for n, ks in by_name.items() if len(ks) > 1}
+        if clashes:
+            lines = [f"{n}: {', '.join(ks)}" for n, ks in sorted(clashes.items())]
+            raise PlanError(f"target {self.target.name}: Zenodo records are flat, and these files share a name:\n  "
+                            + "\n  ".join(lines), "rename them, or publish each folder to its own deposition")
+        return {k: k.rsplit("/", 1)[-1] for k in keys}
+
+    def list(self) -> dict[str, RemoteFile]:
+        dep_id = self.cfg.deposition
+        if dep_id == "new":
+            dep_id = str(self.state.read().get("deposition_id") or "")
+            if not dep_id:
+                found = self._find_by_marker()
+                dep_id = str(found["id"]) if found else ""
+        if not dep_id:
+            return {}
+        try:
+            dep = self._get(f"/deposit/depositions/{dep_id}")
+        except RemoteError as exc:
+            if exc.status == 404 and self.cfg.deposition == "new":
+                log.warning("deposition %s in %s no longer exists; a new one will be created", dep_id, self.state.path)
+                return {}
+            if exc.status == 404:
+                raise RemoteError(f"target {self.target.name}: Zenodo deposition {dep_id} does not exist",
+                                  "check the id (the number in the deposition's URL) and the server url") from None
+            raise
+        if dep.get("submitted"):
+            self.published = dep
+            latest, draft = self._concept(dep)
+            self.published = latest or dep
+            dep = draft or self.published
+        self.dep = dep
+        self.files = remote_files(dep)
+        return dict(self.files)
+
+    def _concept(self, dep: Mapping[str, Any]) -> tuple[dict | None, dict | None]:
+        """(latest published version, open new-version draft) of the deposition's concept; one search."""
+        concept = dep.get("conceptrecid")
+        if not concept:
+            return None, None
+        hits = self._get(f"/deposit/depositions?q=conceptrecid:{concept}&allversions=true&size=100") or []
+        hits = [h for h in hits if str(h.get("conceptrecid")) == str(concept)]
+        published = [h for h in hits if h.get("submitted")]
+        drafts = [h for h in hits if not h.get("submitted")]
+        latest = max(published, key=lambda h: int(h["id"]), default=None)
+        draft = max(drafts, key=lambda h: int(h["id"]), default=None)
+        return latest, draft
+
+    def _find_by_marker(self) -> dict[str, Any] | None:
+        """The deposition an earlier run created for this manifest+target, if its record was lost."""
+        hits = self._get(f'/deposit/depositions?q="{self.marker}"&size=100') or []
+        mine = [h for h in hits if self.marker in str((h.get("metadata") or {}).get("notes", ""))]
+        return max(mine, key=lambda h: int(h["id"]), default=None)
+
+    def plan_changes(self, plan: Plan) -> tuple[Change, ...]:
+        changes: list[Change] = []
+        files_change = bool(plan.uploads or plan.of(Kind.DELETE))
+        dep = self.dep
+        if dep is None:
+            changes.append(Change("+", "deposition", f"create a new draft on {self.cfg.url}"))
+        elif dep.get("submitted") and files_change:
+            changes.append(Change("+", "deposition", f"new version of published record {dep['id']}"))
+        elif not dep.get("submitted") and self.published is not None:
+            changes.append(Change("=", "deposition", f"open new-version draft {dep['id']} of record "
+                                  f"{self.published['id']}"))
+        current = (dep or {}).get("metadata") or {}
+        diffs = metadata_diff(self.want_meta, current if dep else {})
+        waits = dep is not None and dep.get("submitted") and not files_change and not self.cfg.publish
+        for field, old, new in diffs:
+            if dep is None:
+                continue
+            changes.append(Change("!" if waits else "~", f"metadata.{field}", f"{old} → {new}"))
+        if waits and diffs:
+            changes.append(Change("!", "metadata", "changes to a published record wait: set publish: true"))
+        needs_publish = self.cfg.publish and (dep is None or not dep.get("submitted") or files_change or diffs)
+        if needs_publish:
+            changes.append(Change("+", "publish", "publish (mints a DOI; cannot be undone)"))
+        elif not self.cfg.publish and (dep is None or not dep.get("submitted") or files_change):
+            changes.append(Change("=", "publish", "draft stays unpublished (publish: false)"))
+        return tuple(changes)
+
+    # ---- writing (executor only) ---------------------------------------------------------------
+
+    def begin(self, plan: Plan) -> list[Change]:
+        from .zenodo_lifecycle import prepare
+        return prepare(self, plan)
+
+    def upload(self, local: LocalFile, key: str, progress: Progress) -> RemoteFile:
+        assert self.draft is not None, "begin() must run first"
+        if key in self.retried:
+            # the previous attempt may have landed although its answer was lost: look before re-sending
+            current = remote_files(self._get(f"/deposit/depositions/{self.draft['id']}"))
+            if key in current and (current[key].md5, current[key].size) == (local.md5, local.size):
+                return current[key]
+        self.retried.add(key)
+        resp = self.api.put_file(self.draft["links"]["bucket"], key, local.path, local.size, progress)
+        self.retried.discard(key)
+        md5, size = _md5(str(resp.get("checksum", ""))), int(resp.get("size", -1))
+        if (md5, size) != (local.md5, local.size):
+            raise VerifyError(f"{key}: Zenodo stored md5 {md5}, {size} bytes; expected {local.md5}, {local.size}")
+        return RemoteFile(key, size, md5)
+
+    def delete(self, remote: RemoteFile) -> None:
+        assert self.draft is not None
+        current = self.files.get(remote.key)
+        file_id = current.get("id") if current else remote.get("id")
+        try:
+            self.api.call("DELETE", f"/deposit/depositions/{self.draft['id']}/files/{file_id}")
+        except RemoteError as exc:
+            if exc.status != 404:   # already gone (e.g. a retried delete that had succeeded) is fine
+                raise
+
+    def finish(self, report: Report, ok: bool) -> list[Change]:
+        from .zenodo_lifecycle import publish_if_asked
+        return publish_if_asked(self, ok)
+
+    def close(self) -> None:
+        self.api.close()
+

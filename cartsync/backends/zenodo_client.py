@@ -1,0 +1,137 @@
+"""A small client for Zenodo's legacy deposit REST API: auth, errors, rate limits. No sync logic.
+
+The token is only ever sent in the `Authorization: Bearer` header; it never
+appears in a URL, a log line or an error message.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import time
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+import requests
+
+from .. import __version__
+from ..errors import AuthError, CartsyncError, RemoteError
+from ..manifest import ZenodoConfig
+
+log = logging.getLogger(__name__)
+API_TIMEOUT = (10, 60)
+UPLOAD_TIMEOUT = (10, 600)     # connect, read: a multi-GB PUT may take minutes to be acknowledged
+
+
+def read_token(cfg: ZenodoConfig) -> str:
+    if cfg.token_file is not None:
+        path = cfg.token_file
+        try:
+            mode = path.stat().st_mode
+            token = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            raise AuthError(f"Zenodo token file {path} does not exist",
+                            "create it with the token from Zenodo's Applications settings, then chmod 600 it") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AuthError(f"Zenodo token file {path} cannot be read ({type(exc).__name__})") from None
+        if not token:
+            raise AuthError(f"Zenodo token file {path} is empty", "put the token (one line) in it")
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            log.warning("Zenodo token file %s is readable by group/others; run: chmod 600 %s", path, path)
+        return token
+    token = os.environ.get(cfg.token_env, "").strip()
+    if not token:
+        raise AuthError(f"environment variable {cfg.token_env} is not set (it should hold the Zenodo token)",
+                        "export it, or set zenodo.token_file in the manifest")
+    return token
+
+
+class _Reader:
+    """A file wrapper that reports bytes as requests streams them (and keeps Content-Length known)."""
+
+    def __init__(self, f: BinaryIO, size: int, progress: Callable[[int], None]) -> None:
+        self.f, self.size, self.progress = f, size, progress
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n if n and n > 0 else 1 << 20)
+        self.progress(len(data))
+        return data
+
+
+class ZenodoClient:
+    def __init__(self, cfg: ZenodoConfig) -> None:
+        self.base = cfg.url.rstrip("/") + "/api"
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {read_token(cfg)}"
+        # Zenodo throttles anonymous python-requests traffic; say who we are.
+        self.session.headers["User-Agent"] = f"cartsync/{__version__} (+zenodo deposit sync)"
+        self.session.trust_env = False if cfg.url.startswith("http://127.0.0.1") else True
+        self.requests_made = 0
+        self._pause_until = 0.0
+
+    def url(self, path: str) -> str:
+        return path if path.startswith("http") else self.base + path
+
+    def call(self, method: str, path: str, *, expect: tuple[int, ...] = (200, 201, 202, 204),
+             timeout: tuple[int, int] = API_TIMEOUT, **kwargs: Any) -> Any:
+        """One request; returns parsed JSON (or None). Raises RemoteError/AuthError, classified."""
+        wait = self._pause_until - time.monotonic()
+        if wait > 0:
+            time.sleep(min(wait, 60))
+        url = self.url(path)
+        shown = f"{method} {url.split('?', 1)[0]}"
+        self.requests_made += 1
+        try:
+            resp = self.session.request(method, url, timeout=timeout, **kwargs)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise RemoteError(f"{shown}: {type(exc).__name__} (network)", retryable=True) from None
+        self._note_rate_limit(resp)
+        if resp.status_code in expect:
+            if resp.status_code == 204 or not resp.content:
+                return None
+            try:
+                return resp.json()
+            except ValueError:
+                raise RemoteError(f"{shown}: answered {resp.status_code} with a body that is not JSON",
+                                  retryable=True) from None
+        raise self._error(shown, resp)
+
+    def _note_rate_limit(self, resp: requests.Response) -> None:
+        remaining, reset = resp.headers.get("X-RateLimit-Remaining"), resp.headers.get("X-RateLimit-Reset")
+        if remaining == "0" and reset and reset.isdigit():
+            self._pause_until = time.monotonic() + max(0.0, min(float(reset) - time.time(), 60.0))
+
+    def _error(self, shown: str, resp: requests.Response) -> CartsyncError:
+        status = resp.status_code
+        try:
+            body = resp.json()
+        except ValueError:
+            body = {}
+        message = str(body.get("message") or resp.reason or "") if isinstance(body, dict) else ""
+        details = []
+        for err in (body.get("errors") or []) if isinstance(body, dict) else []:
+            msgs = err.get("messages") or [err.get("message", "")]
+            details.append(f"{err.get('field', '?')}: {'; '.join(str(m) for m in msgs)}")
+        text = f"{shown}: {status} {message}".rstrip() + (f" ({', '.join(details)})" if details else "")
+        if status in (401, 403):
+            return AuthError(text, "check the Zenodo token (it needs the deposit:write and deposit:actions "
+                             "scopes) and that the deposition belongs to its owner")
+        retry_after = resp.headers.get("Retry-After")
+        after = float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else None
+        if status == 429:
+            return RemoteError(text, retryable=True, status=status, retry_after=after if after is not None else 5.0)
+        return RemoteError(text, retryable=status >= 500 or status == 408, status=status)
+
+    def put_file(self, bucket_url: str, key: str, path: Path, size: int,
+                 progress: Callable[[int], None]) -> dict[str, Any]:
+        from urllib.parse import quote
+        with open(path, "rb") as f:
+            return self.call("PUT", f"{bucket_url}/{quote(key)}", data=_Reader(f, size, progress),
+                             headers={"Content-Type": "application/octet-stream"}, timeout=UPLOAD_TIMEOUT,
+                             expect=(200, 201))
+
+    def close(self) -> None:
+        self.session.close()
