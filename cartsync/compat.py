@@ -37,6 +37,34 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _shared(p)
     p.set_defaults(func=cmd_upload_aws)
 
+    p = sub.add_parser("upload-zenodo", help="cartloader's upload_zenodo, same flags, through cartsync's engine",
+                       description="Upload a cartload2 output folder to a Zenodo deposition, like cartloader's "
+                       "upload_zenodo, but idempotently: one deposition, a new version only when files change.")
+    p.add_argument("--in-dir", required=True, help="input folder")
+    p.add_argument("--upload-method", choices=["all", "catalog", "user_list", "files"], default="catalog")
+    p.add_argument("--in-list", help="user_list: a file listing paths (relative to --in-dir), one per line")
+    p.add_argument("--files", nargs="+", help="files: paths relative to --in-dir")
+    p.add_argument("--catalog-yaml", help="catalog file (default: <in-dir>/catalog.yaml)")
+    p.add_argument("--zenodo-token", help="path of a file holding the token (default: $ZENODO_TOKEN)")
+    p.add_argument("--zenodo-url", default="https://zenodo.org", help="server (e.g. https://sandbox.zenodo.org)")
+    dep = p.add_mutually_exclusive_group()
+    dep.add_argument("--zenodo-deposition-id", help="an existing deposition")
+    dep.add_argument("--create-new-deposition", action="store_true",
+                     help="create one (once: re-runs reuse it, see the state file)")
+    p.add_argument("--create-new-version", action="store_true",
+                   help="accepted; a published deposition gets a new version whenever its files change")
+    p.add_argument("--title")
+    p.add_argument("--upload-type", default=None, help="default: dataset")
+    p.add_argument("--creators", nargs="+", help='"Lastname, Firstname" (or "Firstname Lastname")')
+    p.add_argument("--description")
+    p.add_argument("--overwrite", action="store_true", help="replace files whose content changed")
+    p.add_argument("--restart", action="store_true", help="re-upload everything and drop files not in the source")
+    p.add_argument("--publish", action="store_true", help="publish (mints a DOI; cannot be undone)")
+    p.add_argument("--dry-run", action="store_true", help="show the plan; change nothing")
+    p.add_argument("--n-jobs", type=int, default=4, help="concurrent uploads")
+    _shared(p)
+    p.set_defaults(func=cmd_upload_zenodo)
+
 
 def _shared(p: argparse.ArgumentParser) -> None:
     p.add_argument("--print-manifest", action="store_true", help="print the equivalent manifest and exit")
@@ -77,7 +105,69 @@ def aws_manifest(args: argparse.Namespace, cwd: Path) -> dict[str, Any]:
     return {"version": 1, "source": source, "targets": [target]}
 
 
-def run_translated(data: dict[str, Any], args: argparse.Namespace, what: str) -> int:
+def _creator(name: str) -> str:
+    """cartloader took plain names; Zenodo wants "Lastname, Firstname"."""
+    name = name.strip()
+    if "," in name or " " not in name:
+        return name
+    first, last = name.rsplit(" ", 1)
+    return f"{last}, {first}"
+
+
+COMPAT_MANIFEST = "cartsync-upload-zenodo.yaml"   # the (virtual) manifest upload-zenodo runs as, in the cwd
+
+
+def zenodo_manifest(args: argparse.Namespace, cwd: Path) -> dict[str, Any]:
+    source: dict[str, Any] = {"dir": str((cwd / args.in_dir).resolve())}
+    method = args.upload_method
+    if method == "user_list":
+        if not args.in_list:
+            raise CartsyncError("--upload-method user_list needs --in-list FILE")
+        files = [ln.strip() for ln in Path(args.in_list).read_text().splitlines() if ln.strip()]
+        source.update(method="list", files=files)
+    elif method == "files":
+        if not args.files:
+            raise CartsyncError("--upload-method files needs --files PATH …")
+        source.update(method="list", files=list(args.files))
+    else:
+        source["method"] = method
+        if args.catalog_yaml and method == "catalog":
+            source["catalog"] = str((cwd / args.catalog_yaml).resolve())
+    deposition: Any
+    if args.zenodo_deposition_id:
+        deposition = int(args.zenodo_deposition_id) if args.zenodo_deposition_id.isdigit() else args.zenodo_deposition_id
+    elif args.create_new_deposition:
+        from .backends.zenodo import StateFile
+        recorded = StateFile(manifest_mod.state_file_for(cwd / COMPAT_MANIFEST), "zenodo").read()
+        deposition = recorded.get("deposition_id", "new")
+    else:
+        raise CartsyncError("say which deposition: --zenodo-deposition-id ID or --create-new-deposition")
+    meta: dict[str, Any] = {}
+    for key, value in (("title", args.title), ("upload_type", args.upload_type or (
+            "dataset" if deposition == "new" else None)), ("description", args.description)):
+        if value:
+            meta[key] = value
+    if args.creators:
+        meta["creators"] = [_creator(c) for c in args.creators]
+    zen: dict[str, Any] = {"url": args.zenodo_url, "deposition": deposition, "publish": bool(args.publish),
+                           "metadata": meta}
+    if args.zenodo_token:
+        zen["token_file"] = str((cwd / args.zenodo_token).resolve())
+    target = {"name": "zenodo", "zenodo": zen,
+              "overwrite": "always" if args.restart else ("changed" if args.overwrite else "never"),
+              "delete": bool(args.restart)}
+    return {"version": 1, "source": source, "targets": [target]}
+
+
+def cmd_upload_zenodo(args: argparse.Namespace) -> int:
+    data = zenodo_manifest(args, Path.cwd())
+    if not (args.overwrite or args.restart) and not args.print_manifest:
+        print("note: without --overwrite, files already in the deposition are kept even if their content "
+              "changed (as cartloader does); add --overwrite to replace changed files", file=sys.stderr)
+    return run_translated(data, args, "upload-zenodo", Path.cwd() / COMPAT_MANIFEST)
+
+
+def run_translated(data: dict[str, Any], args: argparse.Namespace, what: str, as_path: Path | None = None) -> int:
     from .cli import run_apply
     if args.print_manifest:
         sys.stdout.write("# cartsync manifest translated from `cartsync " + what + "`\n")
@@ -85,7 +175,7 @@ def run_translated(data: dict[str, Any], args: argparse.Namespace, what: str) ->
         return 0
     if getattr(args, "aws", None):
         print("note: --aws is not needed; cartsync talks to S3 itself", file=sys.stderr)
-    m = manifest_mod.from_data(data, Path.cwd() / f"<{what} flags>")
+    m = manifest_mod.from_data(data, as_path or Path.cwd() / f"<{what} flags>")
     ns = argparse.Namespace(target=[], jobs=getattr(args, "n_jobs", 8), json=args.json, dry_run=args.dry_run,
                             no_progress=args.no_progress, quiet=args.quiet, verbose=args.verbose)
     return run_apply(m, ns)

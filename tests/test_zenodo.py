@@ -190,3 +190,30 @@ def test_metadata_only_change_on_published_waits_for_publish(zenodo, tmp_path, d
     assert dep.metadata["description"] == "Better words" and dep.submitted and zenodo.deposition_count() == 1
     zenodo.reset_log()
     assert cli("plan", m, "--detailed-exitcode")[0] == 0
+
+
+def test_upload_zenodo_with_cartloader_flags(zenodo, tmp_path, dataset, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    token = tmp_path / "token"
+    token.write_text("test-token-zz9\n")
+    token.chmod(0o600)
+    flags = ["upload-zenodo", "--in-dir", "cartload2", "--upload-method", "catalog", "--zenodo-token", "token",
+             "--zenodo-url", zenodo.url, "--create-new-deposition", "--title", "Example mouse brain",
+             "--creators", "Jane Doe", "Roe, Rick", "--description", "An example", "--upload-type", "dataset"]
+    code, out, err = cli(*flags, "--dry-run")
+    assert code == 0 and out.splitlines()[-1].startswith("Plan: 16 to create")
+    assert "  + deposition: create a new draft on" in out and zenodo.deposition_count() == 0
+    code, out, err = cli(*flags)
+    assert code == 0, err
+    (dep,) = zenodo.depositions.values()
+    assert len(dep.files) == 16
+    assert [c["name"] for c in dep.metadata["creators"]] == ["Doe, Jane", "Roe, Rick"]
+    code, out, _ = cli(*flags, "--publish")                   # same command again: publishes the same draft
+    assert code == 0 and dep.submitted and zenodo.deposition_count() == 1
+    code, out, _ = cli(*flags, "--print-manifest")
+    assert f"    deposition: {dep.id}\n" in out and "token-zz9" not in out
+    (dataset / "genes_all.pmtiles").write_bytes(b"changed")
+    code, out, _ = cli(*flags, "--publish", "--dry-run")
+    assert out.splitlines()[-1] == "No changes. 16 file(s) up to date."     # cartloader: same name is kept
+    code, out, _ = cli(*flags, "--publish", "--overwrite")
+    assert code == 0 and zenodo.deposition_count() == 2
