@@ -45,6 +45,7 @@ class Executor:
         started = time.monotonic()
         report = Report(plan.target, plan.url, notes=list(plan.notes))
         if not plan.has_changes:
+            report.other_retries = self.backend.retries
             report.seconds = time.monotonic() - started
             return report
         report.changes += self.backend.begin(plan)
@@ -66,6 +67,7 @@ class Executor:
                 else:
                     self._each(deletes, self._delete, report)
         report.changes += self.backend.finish(report, not report.failed and not report.skipped)
+        report.other_retries = self.backend.retries
         report.seconds = time.monotonic() - started
         return report
 

@@ -112,6 +112,7 @@ class Report:
     changes: list[Change] = field(default_factory=list)   # backend changes made
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    other_retries: int = 0                                 # listing and lifecycle calls
 
     @property
     def failed(self) -> list[Outcome]:
@@ -123,4 +124,4 @@ class Report:
 
     @property
     def retries(self) -> int:
-        return sum(o.retries for o in self.outcomes)
+        return sum(o.retries for o in self.outcomes) + self.other_retries

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Mapping, TypeVar
 
 from ..inventory import HashCache
 from ..manifest import TargetConfig
 from ..model import Change, LocalFile, Plan, RemoteFile, Report
+from ..retry import RetryPolicy
 
 Progress = Callable[[int], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,14 @@ class Backend(ABC):
     def __init__(self, target: TargetConfig, cache: HashCache) -> None:
         self.target = target
         self.cache = cache
+        self.policy = RetryPolicy.from_env()
+        self.retries = 0          # retries of the backend's own calls (listing, lifecycle), for the report
+
+    def retrying(self, fn: Callable[[], T]) -> T:
+        """Run one remote call under the shared retry policy, counting retries."""
+        def counted(exc: BaseException) -> None:
+            self.retries += 1
+        return self.policy.call(fn, counted)
 
     @property
     def url(self) -> str:

@@ -57,11 +57,14 @@ class FsspecBackend(Backend):
         return f"{self.root}/{key}"
 
     def list(self) -> dict[str, RemoteFile]:
-        self.fs.invalidate_cache()
-        try:
-            entries = self.fs.find(self.root, detail=True, withdirs=False)
-        except FileNotFoundError:
-            return {}
+        def find() -> dict[str, Any]:
+            self.fs.invalidate_cache()
+            try:
+                return self.fs.find(self.root, detail=True, withdirs=False)
+            except FileNotFoundError:
+                return {}
+
+        entries = self.retrying(find)
         prefix = self.root + "/"
         out: dict[str, RemoteFile] = {}
         for path, info in entries.items():

@@ -55,7 +55,7 @@ def s3fs_options(options: Mapping[str, Any]) -> dict[str, Any]:
     config_kwargs.setdefault("connect_timeout", 10)
     config_kwargs.setdefault("read_timeout", 120)
     # cartsync's own retry policy is the one place that retries (and counts); botocore and s3fs try once.
-    config_kwargs.setdefault("retries", {"max_attempts": 1, "mode": "standard"})
+    config_kwargs.setdefault("retries", {"total_max_attempts": 1, "mode": "standard"})
     opts["client_kwargs"], opts["config_kwargs"] = client_kwargs, config_kwargs
     return opts
 
@@ -75,7 +75,7 @@ class S3Backend(FsspecBackend):
     def list(self) -> dict[str, RemoteFile]:
         try:
             listing = super().list()
-            if not listing and not self.fs.exists(self.bucket):
+            if not listing and not self.retrying(lambda: self.fs.exists(self.bucket)):
                 raise RemoteError(f"target {self.target.name}: bucket {self.bucket!r} does not exist",
                                   "create it first, or fix the bucket name in the url")
         except PermissionError:
@@ -110,7 +110,7 @@ class S3Backend(FsspecBackend):
 
     def _meta_md5(self, key: str) -> str | None:
         try:
-            head = self.fs.call_s3("head_object", Bucket=self.bucket, Key=self._key(key))
+            head = self.retrying(lambda: self.fs.call_s3("head_object", Bucket=self.bucket, Key=self._key(key)))
         except (FileNotFoundError, PermissionError):
             return None
         return (head.get("Metadata") or {}).get("md5")
@@ -119,17 +119,30 @@ class S3Backend(FsspecBackend):
 
     def begin(self, plan: Plan):
         """Abort multipart uploads a killed run left under this prefix (they cost money, invisibly)."""
+        self._abort_stale("an earlier run")
+        return []
+
+    def finish(self, report, ok: bool):
+        # An upload whose CreateMultipartUpload answer was lost left an upload we never heard of: abort it.
+        # Under the per-target lock, any upload still open under our prefix is ours and finished with.
+        self._abort_stale("this run")
+        return []
+
+    def _abort_stale(self, who: str) -> None:
         prefix = self.prefix + "/" if self.prefix else ""
         try:
-            resp = self.fs.call_s3("list_multipart_uploads", Bucket=self.bucket, Prefix=prefix)
+            resp = self.retrying(lambda: self.fs.call_s3("list_multipart_uploads", Bucket=self.bucket, Prefix=prefix))
         except PermissionError:
-            return []
+            return
         stale = resp.get("Uploads", [])
         for up in stale:
-            self.fs.call_s3("abort_multipart_upload", Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"])
+            try:
+                self.retrying(lambda up=up: self.fs.call_s3("abort_multipart_upload", Bucket=self.bucket,
+                                                             Key=up["Key"], UploadId=up["UploadId"]))
+            except FileNotFoundError:
+                pass     # finished or aborted meanwhile
         if stale:
-            log.warning("aborted %d unfinished multipart upload(s) left by an earlier run", len(stale))
-        return []
+            log.info("aborted %d unfinished multipart upload(s) left by %s", len(stale), who)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -214,9 +227,10 @@ class S3Backend(FsspecBackend):
                                    MultipartUpload={"Parts": parts})
         except BaseException:
             try:
-                self.fs.call_s3("abort_multipart_upload", Bucket=self.bucket, Key=s3key, UploadId=upload_id)
-            except Exception:  # noqa: BLE001 — begin() of the next run aborts leftovers anyway
-                log.warning("could not abort multipart upload of %s; the next run will", key)
+                self.retrying(lambda: self.fs.call_s3("abort_multipart_upload", Bucket=self.bucket, Key=s3key,
+                                                      UploadId=upload_id))
+            except Exception:  # noqa: BLE001 — finish() and the next run's begin() abort leftovers too
+                log.debug("could not abort multipart upload of %s now", key)
             raise
         expected = f"{hashlib.md5(b''.join(digests)).hexdigest()}-{nparts}"
         return str(resp.get("ETag", "")).strip('"'), expected

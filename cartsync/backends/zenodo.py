@@ -16,7 +16,6 @@ from typing import Any, Mapping
 
 from ..errors import PlanError, RemoteError, VerifyError
 from ..model import Change, Kind, LocalFile, Plan, RemoteFile, Report
-from ..retry import RetryPolicy
 from .base import Backend, Features, Progress
 from .zenodo_client import ZenodoClient
 from .zenodo_meta import desired_metadata, metadata_diff
@@ -72,7 +71,6 @@ class ZenodoBackend(Backend):
         super().__init__(target, cache)
         self.cfg = target.zenodo
         self.api = ZenodoClient(self.cfg)
-        self.policy = RetryPolicy.from_env()
         self.state = StateFile(self.cfg.state_file or Path(".cartsync-state.json"), target.name)
         self.marker = self.cfg.marker
         self.want_meta = desired_metadata(self.cfg.metadata, self.marker)
@@ -88,7 +86,7 @@ class ZenodoBackend(Backend):
         return self.cfg.url + dep
 
     def _get(self, path: str, **kw: Any) -> Any:
-        return self.policy.call(lambda: self.api.call("GET", path, **kw))
+        return self.retrying(lambda: self.api.call("GET", path, **kw))
 
     # ---- reading -------------------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ def _recovering(backend: ZenodoBackend, do: Callable[[], Any], recover: Callable
         state["first"] = False
         return do()
 
-    return backend.policy.call(attempt)
+    return backend.retrying(attempt)
 
 
 def _get(backend: ZenodoBackend, dep_id: Any) -> dict[str, Any]:
@@ -98,7 +98,7 @@ def prepare(backend: ZenodoBackend, plan: Plan) -> list[Change]:
             draft = _new_version(backend, dep)
             changes.append(Change("+", "deposition", f"new version draft {draft['id']} of record {dep['id']}"))
         elif backend.cfg.publish and metadata_diff(backend.want_meta, dep.get("metadata") or {}):
-            draft = backend.policy.call(lambda: backend.api.call(
+            draft = backend.retrying(lambda: backend.api.call(
                 "POST", f"/deposit/depositions/{dep['id']}/actions/edit"))
             changes.append(Change("~", "deposition", f"editing published record {dep['id']}"))
         else:
@@ -117,7 +117,7 @@ def prepare(backend: ZenodoBackend, plan: Plan) -> list[Change]:
     diffs = metadata_diff(backend.want_meta, have)
     if diffs:
         body = {"metadata": merged(backend.want_meta, have)}
-        backend.policy.call(lambda: backend.api.call("PUT", f"/deposit/depositions/{draft['id']}", json=body))
+        backend.retrying(lambda: backend.api.call("PUT", f"/deposit/depositions/{draft['id']}", json=body))
         changes.append(Change("~", "metadata", ", ".join(d[0] for d in diffs)))
     return changes
 

@@ -1,0 +1,171 @@
+"""Faults on the wire: transient failures converge, permanent ones are contained and reported."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import write_manifest, zenodo_manifest
+from faultproxy import FaultProxy
+
+MiB = 2**20
+
+
+def make_source(root: Path, n_small: int = 30, big: int = 2) -> dict[str, str]:
+    """A catalog dataset: small files, a few multipart-sized ones; returns key → md5."""
+    root.mkdir()
+    refs = {}
+    for i in range(n_small):
+        refs[f"f{i:02}.pmtiles"] = os.urandom(1000 + i * 37)
+    for i in range(big):
+        refs[f"big{i}.pmtiles"] = os.urandom(11 * MiB + i)
+    for name, data in refs.items():
+        (root / name).write_bytes(data)
+    catalog = "id: faults\nassets:\n" + "".join(f"  a{i}: {n}\n" for i, n in enumerate(refs))
+    (root / "catalog.yaml").write_text(catalog)
+    refs["catalog.yaml"] = catalog.encode()
+    return {k: hashlib.md5(v).hexdigest() for k, v in refs.items()}
+
+
+def s3_state(s3, prefix: str) -> dict[str, str]:
+    """Independent listing: key → md5 of the stored bytes."""
+    return {k[len(prefix) + 1:]: hashlib.md5(s3.get_object_bytes(s3.bucket, k)).hexdigest()
+            for k in s3.list_objects(s3.bucket, prefix + "/")}
+
+
+def proxied_manifest(tmp_path: Path, s3, proxy: FaultProxy, **target) -> Path:
+    opts = {"endpoint_url": proxy.url, "config_kwargs": {"read_timeout": 2, "connect_timeout": 2}}
+    extra = "".join(f"    {k}: {json.dumps(v)}\n" for k, v in target.items())
+    return write_manifest(tmp_path, f"""
+        version: 1
+        source: {{dir: src, method: catalog}}
+        targets:
+          - name: web
+            url: s3://{s3.bucket}/ds
+            part_size: 5MiB
+            storage_options: {json.dumps(opts)}
+        """ + extra)
+
+
+def test_s3_twenty_percent_transient_faults_converge(s3, tmp_path, cli):
+    expected = make_source(tmp_path / "src")
+    with FaultProxy(s3.endpoint_url, seed=7) as proxy:
+        proxy.configure(rate=0.2, faults={"500": 2, "503": 2, "slowdown": 2, "reset": 2, "truncate": 1,
+                                          "stall": 1}, stall_seconds=3)
+        m = proxied_manifest(tmp_path, s3, proxy)
+        code, out, err = cli("apply", m, "--json", "--jobs", "4")
+        report = json.loads(out)["reports"][0]
+        injected = sum(proxy.faults_injected.values())
+    assert code == 0, err
+    assert report["ok"] and report["retries"] >= 1
+    assert s3_state(s3, "ds") == expected               # exactly the source: nothing missing, nothing extra
+    assert s3.list_multipart_uploads(s3.bucket) == []
+    assert injected >= 5
+    print(f"S3: {injected} requests failed on purpose ({dict(proxy.faults_injected)}), "
+          f"{report['retries']} retries used")
+
+
+def test_s3_one_file_failing_permanently_is_contained(s3, tmp_path, cli):
+    expected = make_source(tmp_path / "src")
+    s3.put_object(s3.bucket, "ds/stale.txt", b"would be deleted")
+    with FaultProxy(s3.endpoint_url) as proxy:
+        proxy.fail_always(lambda method, target: method == "PUT" and "/ds/f07.pmtiles" in target)
+        m = proxied_manifest(tmp_path, s3, proxy, delete=True)
+        code, out, err = cli("apply", m)
+    assert code == 1
+    assert "  FAILED f07.pmtiles: f07.pmtiles: access denied writing to s3://" in out
+    assert "not done because of the failure(s) above: 2 action(s) (catalog.yaml, stale.txt)" in out
+    stored = s3_state(s3, "ds")
+    assert "catalog.yaml" not in stored and "f07.pmtiles" not in stored
+    assert stored["stale.txt"] == hashlib.md5(b"would be deleted").hexdigest()
+    assert {k: v for k, v in stored.items() if k != "stale.txt"} == {
+        k: v for k, v in expected.items() if k not in ("catalog.yaml", "f07.pmtiles")}
+
+
+def test_zenodo_twenty_percent_faults_and_429_converge(zenodo, tmp_path, cli):
+    expected = make_source(tmp_path / "src", n_small=20, big=1)
+    zenodo.fault_retry_after = 0
+    zenodo.fail_rate(0.2, statuses=(500, 502, 503, 429), seed=3)
+    m = zenodo_manifest(tmp_path, zenodo.url, src="src")
+    code, out, err = cli("apply", m, "--json", "--jobs", "4")
+    assert code == 0, err
+    report = json.loads(out)["reports"][0]
+    zenodo.fail_rate(0)
+    assert zenodo.deposition_count() == 1
+    (dep,) = zenodo.depositions.values()
+    assert zenodo.files_of(dep.id) == expected
+    assert zenodo.faults_injected >= 5 and report["retries"] >= zenodo.faults_injected * 0.5
+    print(f"Zenodo: {zenodo.faults_injected} requests failed on purpose, {report['retries']} retries used")
+
+
+def test_zenodo_lost_answers_on_publish_and_upload(zenodo, tmp_path, dataset, cli):
+    """504 after a successful upload and publish: re-read, adopt, never duplicate."""
+    m = zenodo_manifest(tmp_path, zenodo.url, publish=True)
+    zenodo.fail_next(2, status=504, path_contains="/api/files/", method="PUT", after_success=True)
+    zenodo.fail_next(1, status=504, path_contains="/actions/publish", after_success=True)
+    code, out, err = cli("apply", m)
+    assert code == 0, err
+    (dep,) = zenodo.depositions.values()
+    assert dep.submitted and len(dep.files) == 16
+    assert zenodo.count("POST", f"/api/deposit/depositions/{dep.id}/actions/publish") == 1
+
+
+@pytest.mark.parametrize("mode", ["modified", "truncated"])
+def test_file_changing_during_upload_is_not_recorded_as_done(tmp_path, dataset, mode):
+    """The file changes after hashing, while it is being sent: the run fails for that file, says why."""
+    from cartsync import engine, manifest
+    from cartsync.backends.fsspec import FsspecBackend
+    from cartsync.executor import Executor
+    from cartsync.inventory import HashCache
+    from cartsync.retry import RetryPolicy
+
+    m = write_manifest(tmp_path, f"""
+        version: 1
+        source: {{dir: cartload2}}
+        targets: [{{name: out, url: out}}]
+        """)
+    man = manifest.load(m)
+    cache = HashCache(tmp_path / "h.sqlite3")
+    local = engine.local_inventory(man, cache)
+    victim = dataset / "genes_all.pmtiles"
+
+    class ChangingUnderUs(FsspecBackend):      # a real local backend; the file changes as it is read
+        def upload(self, lf, key, progress):
+            if key == "genes_all.pmtiles" and victim.stat().st_size == lf.size:
+                if mode == "modified":
+                    victim.write_bytes(b"X" * lf.size)
+                else:
+                    os.truncate(victim, 100)
+            return super().upload(lf, key, progress)
+
+    backend = ChangingUnderUs(man.targets[0], cache)
+    plan = engine.plan_target(backend, man.targets[0], local)
+    report = Executor(backend, RetryPolicy(attempts=3, max_wait=0.01, base=0.001), 2, False).run(plan)
+    (failed,) = report.failed
+    assert failed.action.key == "genes_all.pmtiles"
+    assert failed.error in ("genes_all.pmtiles: changed since it was hashed",
+                            "genes_all.pmtiles: changed while it was being uploaded")
+    assert [a.key for a in report.skipped] == ["catalog.yaml"]
+    # nothing claims the new content is the hashed one: a fresh plan still sees work to do
+    assert engine.plan_target(FsspecBackend(man.targets[0], cache), man.targets[0],
+                              engine.local_inventory(man, cache)).has_changes
+
+
+def test_second_apply_of_same_target_waits_its_turn(tmp_path, dataset, cli):
+    from cartsync import engine, manifest
+    m = write_manifest(tmp_path, f"""
+        version: 1
+        source: {{dir: cartload2}}
+        targets: [{{name: out, url: out}}]
+        """)
+    man = manifest.load(m)
+    with engine.target_lock(man, man.targets[0]):
+        code, out, err = cli("apply", m)
+    assert code == 1
+    assert err == (f"error: target out of {m} is being applied by pid {os.getpid()}\n"
+                   "hint: wait for that run to finish, then re-run\n")
+    assert not (tmp_path / "out").exists()
+    assert cli("apply", m)[0] == 0                        # the lock is released afterwards
