@@ -165,3 +165,16 @@ def test_unreadable_source_file_is_named(tmp_path, dataset, cli):
     code, _, err = cli("plan", manifest_for(tmp_path, dataset))
     f.chmod(stat.S_IRUSR | stat.S_IWUSR)
     assert code == 1 and "genes_bin3.pmtiles: not readable (permission denied)" in err
+
+
+def test_progress_bar_only_when_asked_or_on_a_terminal(tmp_path, dataset, capsys):
+    from cartsync import engine, manifest
+    m = manifest.load(manifest_for(tmp_path, dataset))
+    cache = engine.cache_for()
+    local = engine.local_inventory(m, cache)
+    engine.apply_target(m, m.targets[0], local, cache, engine.Options(show_progress=True))
+    err = capsys.readouterr().err
+    assert "out: 100%" in err and "207k/207k" in err and "B/s]" in err   # 211.8 KB = 207 KiB
+    (dataset / "genes_all.pmtiles").write_bytes(b"x" * 10)
+    engine.apply_target(m, m.targets[0], engine.local_inventory(m, cache), cache, engine.Options())
+    assert capsys.readouterr().err == ""          # not a terminal: quiet

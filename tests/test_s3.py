@@ -200,3 +200,13 @@ def test_upload_aws_collection_in_list(s3, tmp_path, cli, monkeypatch):
     code, out, _ = cli("upload-aws", "--in-dir", "coll", "--s3-dir", f"s3://{s3.bucket}/coll", "--in-list",
                        "list.tsv", "--print-manifest")
     assert "  collection: true\n  datasets:\n  - s1\n  - s2_raw\n" in out
+
+
+def test_storage_options_the_aws_way():
+    from cartsync.backends.s3 import s3fs_options
+    opts = s3fs_options({"profile": "lab", "region": "eu-west-1", "requester_pays": True, "anon": False,
+                         "endpoint_url": "http://127.0.0.1:9000"})
+    assert opts["client_kwargs"] == {"region_name": "eu-west-1"}
+    assert (opts["profile"], opts["requester_pays"], opts["anon"]) == ("lab", True, False)
+    assert opts["config_kwargs"]["retries"] == {"total_max_attempts": 1, "mode": "standard"}
+    assert s3fs_options({"config_kwargs": {"read_timeout": 5}})["config_kwargs"]["read_timeout"] == 5
