@@ -25,7 +25,23 @@ examples:
 """
 
 
-def _common(p: argparse.ArgumentParser, plan_flags: bool = True) -> None:
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # exit 1, not argparse's 2: with --detailed-exitcode, 2 means "changes pending"
+        self.print_usage(sys.stderr)
+        self.exit(1, f"{self.prog}: error: {message}\n")
+
+
+def _global_flags(p: argparse.ArgumentParser, here: bool) -> None:
+    """-v/-q/--debug work before or after the command."""
+    dflt = (lambda v: v) if here else (lambda v: argparse.SUPPRESS)
+    p.add_argument("-v", "--verbose", action="count", default=dflt(0), help="more detail (-vv: debug)")
+    p.add_argument("-q", "--quiet", action="store_true", default=dflt(False), help="only errors and the summary")
+    p.add_argument("--debug", action="store_true", default=dflt(False), help="tracebacks on errors")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    _global_flags(p, here=False)
     p.add_argument("--target", action="append", default=[], metavar="NAME",
                    help="only this target (repeatable; default: all)")
     p.add_argument("--jobs", "-j", type=int, default=8, metavar="N", help="concurrent transfers (default 8)")
@@ -33,18 +49,17 @@ def _common(p: argparse.ArgumentParser, plan_flags: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cartsync", description="Publish spatial-omics outputs to S3/fsspec stores and Zenodo, "
         "declaratively: write down what should be where; plan shows what would change; apply does only that.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"cartsync {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more detail (repeat for more)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only errors and the final summary")
-    parser.add_argument("--debug", action="store_true", help="tracebacks on errors")
+    _global_flags(parser, here=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check the manifest and the source; no network")
     p.add_argument("manifest")
+    _global_flags(p, here=False)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("plan", help="show what apply would do; changes nothing")
@@ -80,10 +95,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def run_plan(m: manifest_mod.Manifest, args: argparse.Namespace) -> int:
+    targets = engine.targets_of(m, tuple(args.target))
     cache = engine.cache_for()
     try:
-        local = engine.local_inventory(m, cache)
-        plans = [engine.plan_only(t, local, cache) for t in engine.targets_of(m, tuple(args.target))]
+        local = engine.local_inventory(m, cache, targets=targets)
+        plans = [engine.plan_only(t, local, cache) for t in targets]
     finally:
         cache.close()
     if args.json:
@@ -104,11 +120,12 @@ def run_apply(m: manifest_mod.Manifest, args: argparse.Namespace) -> int:
         return run_plan(m, args)
     opts = engine.Options(targets=tuple(args.target), jobs=args.jobs,
                           show_progress=False if (args.no_progress or args.quiet or args.json) else None)
+    targets = engine.targets_of(m, opts.targets)
     cache = engine.cache_for()
     results = []
     try:
-        local = engine.local_inventory(m, cache)
-        for t in engine.targets_of(m, opts.targets):
+        local = engine.local_inventory(m, cache, targets=targets)
+        for t in targets:
             plan, report = engine.apply_target(m, t, local, cache, opts)
             results.append((plan, report))
             if not args.json and not args.quiet and plan.has_changes:

@@ -67,6 +67,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _shared(p: argparse.ArgumentParser) -> None:
+    from .cli import _global_flags
+    _global_flags(p, here=False)
     p.add_argument("--print-manifest", action="store_true", help="print the equivalent manifest and exit")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -123,7 +125,10 @@ def zenodo_manifest(args: argparse.Namespace, cwd: Path) -> dict[str, Any]:
     if method == "user_list":
         if not args.in_list:
             raise CartsyncError("--upload-method user_list needs --in-list FILE")
-        files = [ln.strip() for ln in Path(args.in_list).read_text().splitlines() if ln.strip()]
+        try:
+            files = [ln.strip() for ln in Path(args.in_list).read_text().splitlines() if ln.strip()]
+        except OSError as exc:
+            raise CartsyncError(f"--in-list {args.in_list}: cannot read: {exc.strerror}") from None
         source.update(method="list", files=files)
     elif method == "files":
         if not args.files:
@@ -135,7 +140,10 @@ def zenodo_manifest(args: argparse.Namespace, cwd: Path) -> dict[str, Any]:
             source["catalog"] = str((cwd / args.catalog_yaml).resolve())
     deposition: Any
     if args.zenodo_deposition_id:
-        deposition = int(args.zenodo_deposition_id) if args.zenodo_deposition_id.isdigit() else args.zenodo_deposition_id
+        if not args.zenodo_deposition_id.isdigit():
+            raise CartsyncError(f"--zenodo-deposition-id {args.zenodo_deposition_id}: not a deposition id (use the "
+                                "number in the deposition's URL)")
+        deposition = int(args.zenodo_deposition_id)
     elif args.create_new_deposition:
         from .backends.zenodo import StateFile
         recorded = StateFile(manifest_mod.state_file_for(cwd / COMPAT_MANIFEST), "zenodo").read()

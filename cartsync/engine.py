@@ -12,11 +12,11 @@ from typing import Iterator
 
 from . import inventory as inv
 from . import selection
-from .backends import Backend, open_backend
+from .backends import Backend, Features, backend_class, open_backend
 from .errors import LockedError, PlanError
 from .executor import Executor
 from .manifest import Manifest, TargetConfig
-from .model import LocalFile, Plan, Report
+from .model import LocalFile, Plan, Report, SourceFile
 from .planner import make_plan
 from .render import human_size
 from .retry import RetryPolicy
@@ -35,32 +35,42 @@ def targets_of(manifest: Manifest, names: tuple[str, ...]) -> list[TargetConfig]
     return [manifest.target(n) for n in names] if names else list(manifest.targets)
 
 
-def local_inventory(manifest: Manifest, cache: inv.HashCache, jobs: int | None = None) -> dict[str, LocalFile]:
+def local_inventory(manifest: Manifest, cache: inv.HashCache, jobs: int | None = None,
+                    targets: list[TargetConfig] | None = None) -> dict[str, LocalFile]:
     files = selection.select(manifest.source)
+    precheck(files, targets if targets is not None else list(manifest.targets))
     local = inv.inventory(files, cache, jobs)
     log.info("source: %d file(s), %s; hashed %s (%d cached)", len(local),
              human_size(sum(f.size for f in local.values())), human_size(cache.bytes_hashed), cache.hits)
     return local
 
 
+def precheck(files: list[SourceFile], targets: list[TargetConfig]) -> None:
+    """Key clashes and target limits, from sizes alone: before hashing anything or sending a request."""
+    sizes = {f.key: os.stat(f.path).st_size for f in files}
+    for target in targets:
+        cls = backend_class(target)
+        mapping = cls.map_keys(target, sorted(sizes))
+        _check_limits(cls.features, {mapping[k]: s for k, s in sizes.items()}, {}, target)
+
+
 def plan_target(backend: Backend, target: TargetConfig, local: dict[str, LocalFile]) -> Plan:
     """List the target once and diff it against the local inventory. Writes nothing remotely."""
-    mapping = backend.map_keys(sorted(local))
+    mapping = backend.map_keys(target, sorted(local))
     mapped = {mapping[k]: f for k, f in local.items()}
-    _check_limits(backend, mapped, {}, target)        # before any request: the source alone may be too big
     remote = backend.list()
     remote = backend.resolve(remote, mapped)
-    _check_limits(backend, mapped, remote, target)
+    _check_limits(backend.features, {k: f.size for k, f in mapped.items()}, remote, target)
     plan = make_plan(target.name, backend.url, mapped, remote, overwrite=target.overwrite, delete=target.delete)
     changes = backend.plan_changes(plan)
     return Plan(plan.target, plan.url, plan.actions, changes, plan.notes)
 
 
-def _check_limits(backend: Backend, local: dict[str, LocalFile], remote: dict, target: TargetConfig) -> None:
-    feats = backend.features
+def _check_limits(feats: Features, local: dict[str, int], remote: dict, target: TargetConfig) -> None:
+    """local: key → size. Files kept on the target (no delete) count too."""
     kept = [] if target.delete else [k for k in remote if k not in local]
     count = len(local) + len(kept)
-    total = sum(f.size for f in local.values()) + sum(remote[k].size for k in kept)
+    total = sum(local.values()) + sum(remote[k].size for k in kept)
     if feats.max_files is not None and count > feats.max_files:
         raise PlanError(f"target {target.name}: {count} files, but it can hold at most {feats.max_files}",
                         f"split the dataset into {-(-count // feats.max_files)} or more targets (e.g. with "
@@ -75,7 +85,10 @@ def target_lock(manifest: Manifest, target: TargetConfig) -> Iterator[None]:
     """One apply at a time per (manifest, target): a second one exits with a clear message."""
     ident = hashlib.sha1(f"{manifest.path.resolve()}\0{target.name}".encode()).hexdigest()[:16]
     folder = inv.cache_dir() / "locks"
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise inv.CacheError(inv.cache_dir(), exc) from None
     path = folder / f"{ident}.lock"
     with open(path, "a+") as fh:
         try:

@@ -33,6 +33,14 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text
 
 
+def _without_key(text: str, *keys: str) -> str:
+    """The report already names the file: drop a leading "<key>: " from the error."""
+    for key in keys:
+        if text.startswith(key + ": "):
+            return text[len(key) + 2:]
+    return text
+
+
 class Executor:
     def __init__(self, backend: Backend, policy: RetryPolicy, jobs: int = 4, show_progress: bool | None = None) -> None:
         self.backend = backend
@@ -106,7 +114,7 @@ class Executor:
         try:
             self.policy.call(attempt, on_retry)
         except Exception as exc:  # noqa: BLE001 — every failure is reported per file, the others go on
-            outcome.error = describe_error(exc)
+            outcome.error = _without_key(describe_error(exc), action.key, local.key)
             log.debug("upload of %s failed", action.key, exc_info=True)
             return outcome
         outcome.ok, outcome.bytes_sent = True, local.size
@@ -123,7 +131,7 @@ class Executor:
         try:
             self.policy.call(lambda: self.backend.delete(action.remote), on_retry)  # type: ignore[arg-type]
         except Exception as exc:  # noqa: BLE001
-            outcome.error = describe_error(exc)
+            outcome.error = _without_key(describe_error(exc), action.key)
             return outcome
         outcome.ok = True
         log.info("delete %s", action.key)

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .errors import SourceChanged, SourceError
+from .errors import CartsyncError, SourceChanged, SourceError
 from .model import LocalFile, SourceFile
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,12 @@ def cache_dir() -> Path:
         return Path(explicit).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "cartsync"
+
+
+class CacheError(CartsyncError):
+    def __init__(self, folder: Path, exc: OSError) -> None:
+        super().__init__(f"cache folder {folder} cannot be created ([Errno {exc.errno}] {exc.strerror})",
+                         "set CARTSYNC_CACHE_DIR to a writable folder")
 
 
 def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -46,6 +52,9 @@ class HashCache:
         self.bytes_hashed = 0
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CacheError(self.path.parent, exc) from None
+        try:
             self._db: sqlite3.Connection | None = sqlite3.connect(
                 str(self.path), timeout=30, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")

@@ -18,7 +18,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .errors import ManifestError
+from .errors import CartsyncError, ManifestError
 
 OVERWRITE_MODES = ("changed", "always", "never")
 DEFAULT_PART_SIZE = 16 * 2**20
@@ -71,7 +71,7 @@ class Manifest:
             if t.name == name:
                 return t
         names = ", ".join(t.name for t in self.targets)
-        raise ManifestError([f"{self.path}: no target named {name!r} (targets: {names})"])
+        raise CartsyncError(f"--target {name}: {self.path} has no target of that name (targets: {names})")
 
     @property
     def state_path(self) -> Path:
@@ -84,6 +84,7 @@ def schema() -> dict[str, Any]:
     return json.loads(text)
 
 
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMG]i?B|B)?\s*$")
 _UNITS = {None: 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
 
@@ -145,6 +146,10 @@ class _Problems:
         text = f"{where}: {_fmt_path(path)}: {message}"
         self.items.append(text + (f" ({hint})" if hint else ""))
         self.lines.append(node.start_mark.line if node is not None else -1)
+
+    def add_line(self, line: int, path: list[Any], message: str) -> None:
+        self.items.append(f"{self.file}:{line + 1}: {_fmt_path(path)}: {message}")
+        self.lines.append(line)
 
     def sorted(self) -> list[str]:
         return [text for _, text in sorted(zip(self.lines, self.items), key=lambda p: p[0])]
@@ -245,9 +250,28 @@ def load(path: str | os.PathLike[str]) -> Manifest:
     return from_data(data, file, root)
 
 
+def _duplicate_keys(node: yaml.Node | None, path: list[Any]) -> list[tuple[int, list[Any], str]]:
+    """YAML keeps the last of two equal keys without a word; a manifest must not."""
+    out: list[tuple[int, list[Any], str]] = []
+    if isinstance(node, yaml.MappingNode):
+        first: dict[Any, int] = {}
+        for k, v in node.value:
+            if k.value in first:
+                out.append((k.start_mark.line, path + [k.value],
+                            f"duplicate key (also on line {first[k.value] + 1}; YAML would keep only the last)"))
+            first.setdefault(k.value, k.start_mark.line)
+            out += _duplicate_keys(v, path + [k.value])
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            out += _duplicate_keys(v, path + [i])
+    return out
+
+
 def from_data(data: Any, file: Path, root: yaml.Node | None = None) -> Manifest:
     """Validate manifest data (from YAML, or built in memory by upload-aws/upload-zenodo)."""
     problems = _Problems(file, root)
+    for line, path, message in _duplicate_keys(root, []):
+        problems.add_line(line, path, message)
     if not isinstance(data, dict):
         problems.add([], f"expected a mapping with version, source and targets, got {_describe(data)}")
         raise ManifestError(problems.items)
@@ -368,9 +392,14 @@ def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems, fi
                 problems.add(["targets", i, "url"], str(exc))
         elif url.startswith("file://"):
             url = "file://" + str(expand_path(url[len("file://"):], base))
-        if re.search(r"(?i)(secret|token|password|key)=", url) or re.match(r"^[a-z0-9]+://[^/@]*:[^/@]*@", url):
+        bucket = url.split("://", 1)[1].split("/", 1)[0] if url.startswith(("s3://", "s3a://")) else None
+        if re.search(r"(?i)(secret|token|password|key)=", url) or re.match(r"^[a-z0-9]+://[^/@]*(:[^/@]*)?@", url):
+            # never echo the URL: it may hold the secret
             problems.add(["targets", i, "url"], "looks like it holds a credential",
                          "put credentials in the environment, a profile or storage_options, never in the URL")
+        elif bucket is not None and not _BUCKET_RE.fullmatch(bucket):
+            problems.add(["targets", i, "url"], f"{json.dumps(bucket)} is not a valid S3 bucket name",
+                         "use 3-63 lowercase letters, digits, '.' and '-'")
     try:
         part_size = parse_size(t.get("part_size", DEFAULT_PART_SIZE))
     except (ValueError, TypeError):

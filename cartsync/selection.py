@@ -54,8 +54,15 @@ def select(source: SourceConfig) -> list[SourceFile]:
                 problems.append(exc.message)
         if problems:
             raise SourceError("\n".join(problems))
-        return sorted(files, key=lambda f: f.key)
-    return _select_one(source, root)
+        return _non_empty(sorted(files, key=lambda f: f.key), root)
+    return _non_empty(_select_one(source, root), root)
+
+
+def _non_empty(files: list[SourceFile], root: Path) -> list[SourceFile]:
+    if not files:
+        raise SourceError(f"{root}: the source selects no files", "check source.dir, method and exclude (an empty "
+                          "source with delete: true would delete everything published)")
+    return files
 
 
 def dataset_id_of(catalog: Path, fallback: str) -> str:
@@ -110,23 +117,24 @@ def _read_catalog(path: Path) -> dict[str, Any]:
     return data
 
 
-def _looks_like_file(key: str | None, value: str) -> bool:
-    if key in _NOT_FILE_KEYS or (key or "").endswith("_id") or not value or any(c.isspace() for c in value):
+def _looks_like_file(key: str | None, value: str, base: Path) -> bool:
+    if key in _NOT_FILE_KEYS or (key or "").endswith("_id") or not value or "://" in value:
         return False
-    if "://" in value:
-        return False
+    if any(c.isspace() for c in value):
+        # prose has spaces too: a spaced value is a file only if it has an extension and is there
+        return bool(_FILE_SUFFIX.search(value)) and (base / value).is_file()
     return bool(_FILE_SUFFIX.search(value)) or "/" in value
 
 
-def _references(data: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, str]]:
+def _references(data: Any, base: Path, path: tuple[str, ...] = ()) -> Iterator[tuple[str, str]]:
     """(dotted key path, value) of every value in the catalog that names a file."""
     if isinstance(data, dict):
         for k, v in data.items():
-            yield from _references(v, path + (str(k),))
+            yield from _references(v, base, path + (str(k),))
     elif isinstance(data, list):
         for v in data:
-            yield from _references(v, path)
-    elif isinstance(data, str) and _looks_like_file(path[-1] if path else None, data):
+            yield from _references(v, base, path)
+    elif isinstance(data, str) and _looks_like_file(path[-1] if path else None, data, base):
         yield ".".join(path), data
 
 
@@ -150,7 +158,7 @@ def catalog_files(catalog: Path, root: Path, problems: list[str],
         problems.append(f"{catalog}: catalog is outside the source folder {root}")
         return []
     refs: list[str] = []
-    named = list(_references(data))
+    named = list(_references(data, base))
     if not named:
         problems.append(f"{catalog}: catalog references no files")
     for ref in dict.fromkeys(v for k, v in named if part_of(k) in parts):

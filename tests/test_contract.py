@@ -47,7 +47,7 @@ def run_contract(backend, tmp_path: Path) -> None:
     b = local_file(tmp_path, "sub/b.tsv", b"x\ty\n")
     e = local_file(tmp_path, "empty.txt", b"")
     noop = lambda n: None  # noqa: E731
-    keys = backend.map_keys(["a.pmtiles", "sub/b.tsv", "empty.txt"])
+    keys = backend.map_keys(backend.target, ["a.pmtiles", "sub/b.tsv", "empty.txt"])
     for f in (a, b, e):
         got = backend.upload(f, keys[f.key], noop)
         assert (got.key, got.size) == (keys[f.key], f.size)

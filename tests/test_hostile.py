@@ -168,8 +168,6 @@ def test_unknown_keys_at_every_level(here, cli, dataset, s3):
     assert s3.requests == []
 
 
-@pytest.mark.xfail(strict=True, reason="PyYAML keeps the last of two equal keys silently: `delete: false` then "
-                   "`delete: true` deletes; cartsync runs the manifest as if the first line were not there")
 def test_duplicate_key_is_an_error(here, cli, dataset):
     (here / "out").mkdir()
     (here / "out" / "keep-me.txt").write_text("published earlier")
@@ -219,8 +217,6 @@ def test_credentials_in_the_url_are_refused_and_not_echoed(here, cli, dataset, s
     assert "HOSTILEsecret" not in err and s3.requests == []
 
 
-@pytest.mark.xfail(strict=True, reason="a --target typo is reported as 'invalid manifest:' although the manifest is "
-                   "fine (ManifestError from Manifest.target)")
 def test_unknown_target_flag(here, cli, dataset, s3):
     s3_manifest(s3)
     assert cli("apply", "m.yaml", "--target", "wbe") == (1, "", "error: --target wbe: m.yaml has no target of that "
@@ -228,8 +224,6 @@ def test_unknown_target_flag(here, cli, dataset, s3):
     assert s3.requests == []
 
 
-@pytest.mark.xfail(strict=True, reason="argparse exits 2 on a usage error, the code --detailed-exitcode uses for "
-                   "'changes pending': the README's `plan … --detailed-exitcode || [ $? -eq 2 ]` passes on a typo")
 def test_usage_error_with_detailed_exitcode_is_not_exit_2(here, capsys, dataset):
     local_manifest()
     code, out, err = run_main(capsys, "plan", "m.yaml", "--detailed-exitcode", "--jobs", "many")
@@ -238,8 +232,6 @@ def test_usage_error_with_detailed_exitcode_is_not_exit_2(here, capsys, dataset)
     assert (code, out) == (1, "")
 
 
-@pytest.mark.xfail(strict=True, reason="-v/-q/--debug are accepted only before the command: `cartsync apply m.yaml "
-                   "--debug` is 'unrecognized arguments' (exit 2), yet the README lists them with the command's options")
 def test_global_flags_after_the_command(here, capsys, dataset):
     local_manifest()
     code, out, err = run_main(capsys, "plan", "m.yaml", "-q", "--debug")
@@ -247,8 +239,6 @@ def test_global_flags_after_the_command(here, capsys, dataset):
     assert not (here / "out").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="an invalid bucket name passes validation; botocore's ParamValidationError "
-                   "then surfaces as 'unexpected … report it' with a regex dump")
 def test_invalid_bucket_name(here, cli, dataset, s3):
     (here / "m.yaml").write_text("version: 1\nsource: {dir: cartload2}\ntargets:\n  - name: web\n"
                                  "    url: s3://Bad_Bucket!/p\n"
@@ -447,9 +437,6 @@ def test_spaces_and_unicode_names_work_end_to_end(here, cli, s3, zenodo):
     assert zenodo_writes(zenodo) == [] and len(zenodo.requests) <= 2
 
 
-@pytest.mark.xfail(strict=True, reason="catalog values with a space are never taken as files (selection."
-                   "_looks_like_file), so a catalog naming 'my genes.pmtiles' publishes a catalog whose file is "
-                   "silently left out: the viewer breaks")
 def test_catalog_naming_a_file_with_a_space(here, cli, dataset, s3):
     (dataset / "my genes.pmtiles").write_bytes(b"tiles")
     (dataset / "catalog.yaml").write_text((dataset / "catalog.yaml").read_text() + "extra: my genes.pmtiles\n")
@@ -487,8 +474,6 @@ def test_empty_files_work_end_to_end(here, cli, s3, zenodo):
     assert zenodo_writes(zenodo) == []
 
 
-@pytest.mark.xfail(strict=True, reason="an empty selection (wrong or unmounted folder) is a valid plan; with "
-                   "delete: true apply deletes every published file")
 def test_empty_source_does_not_wipe_the_target(here, cli, s3):
     (here / "src").mkdir()                             # e.g. a data volume that did not mount
     s3.put_object(s3.bucket, "p/genes_all.pmtiles", b"published")
@@ -518,8 +503,6 @@ def test_corrupt_hash_cache_costs_time_not_correctness(here, cli, dataset, monke
     assert cli("-q", "apply", "m.yaml")[1] == "local: no changes; 16 file(s) up to date; 0 B sent.\n"
 
 
-@pytest.mark.xfail(strict=True, reason="HashCache catches only sqlite3.DatabaseError: a cache folder that cannot "
-                   "be created (read-only home in CI, a file in the way) is 'unexpected NotADirectoryError … report it'")
 def test_cache_folder_that_cannot_be_created(here, cli, dataset, monkeypatch):
     (here / "afile").write_text("in the way")
     monkeypatch.setenv("CARTSYNC_CACHE_DIR", str(here / "afile" / "cache"))
@@ -569,8 +552,6 @@ def test_token_file_readable_by_others_warns_and_works(here, cli, zenodo):
     assert list(dep.files) == ["a.tsv"]
 
 
-@pytest.mark.xfail(strict=True, reason="a token with a non-Latin-1 character (a pasted curly quote) fails inside "
-                   "http.client: 'unexpected UnicodeEncodeError … report it'")
 def test_token_with_a_pasted_curly_quote(here, cli, dataset, zenodo):
     (here / "token").write_text(TOKEN + "\u2019\n")
     (here / "token").chmod(0o600)
@@ -638,8 +619,6 @@ def test_state_file_that_is_not_json(here, cli, dataset, zenodo):
     assert zenodo.requests == []
 
 
-@pytest.mark.xfail(strict=True, reason="a state file whose deposition id is gone (404) is taken as 'make a new "
-                   "one' without the marker search that a missing state file gets: a second deposition is created")
 def test_state_file_with_a_stale_id_finds_the_deposition_by_marker(here, cli, zenodo):
     import json
     make_src(here / "src", {"a.tsv": "a\n"})
@@ -655,8 +634,6 @@ def test_state_file_with_a_stale_id_finds_the_deposition_by_marker(here, cli, ze
     assert (code, out) == (0, "doi: no changes; 1 file(s) up to date; 0 B sent.\n")
 
 
-@pytest.mark.xfail(strict=True, reason="StateFile.read assumes a JSON object: a JSON list is 'unexpected "
-                   "AttributeError … report it'")
 def test_state_file_that_is_json_but_not_an_object(here, cli, dataset, zenodo):
     state = here / "m.cartsync-state.json"
     state.write_text("[1, 2]\n")
@@ -716,9 +693,6 @@ def test_more_than_50_GB_refused_before_any_request(here, cli, zenodo):
     assert zenodo.requests == []
 
 
-@pytest.mark.xfail(strict=True, reason="the file and size limits are checked only after every selected file was "
-                   "hashed (engine.local_inventory runs before plan_target): 51 GB are read (~5 s/GB here) just to "
-                   "be refused")
 def test_more_than_50_GB_refused_before_hashing(here, cli, zenodo, monkeypatch):
     import cartsync.inventory
 
@@ -744,8 +718,6 @@ def test_same_base_name_via_upload_zenodo_files(here, cli, zenodo, monkeypatch):
     assert zenodo.requests == []
 
 
-@pytest.mark.xfail(strict=True, reason="upload-zenodo reads --in-list without a try: 'unexpected FileNotFoundError "
-                   "… report it' (upload-aws says '--in-list …: cannot read: …')")
 def test_upload_zenodo_in_list_missing(here, cli, dataset, zenodo, monkeypatch):
     monkeypatch.setenv("ZENODO_TOKEN", TOKEN)
     code, out, err = cli("upload-zenodo", "--in-dir", "cartload2", "--upload-method", "user_list", "--in-list",
@@ -754,8 +726,6 @@ def test_upload_zenodo_in_list_missing(here, cli, dataset, zenodo, monkeypatch):
     assert zenodo.requests == []
 
 
-@pytest.mark.xfail(strict=True, reason="--zenodo-deposition-id abc is reported as two contradictory problems of a "
-                   "manifest file that does not exist (cartsync-upload-zenodo.yaml), not as a bad flag")
 def test_upload_zenodo_bad_deposition_id(here, cli, dataset, zenodo, monkeypatch):
     monkeypatch.setenv("ZENODO_TOKEN", TOKEN)
     code, out, err = cli("upload-zenodo", "--in-dir", "cartload2", "--zenodo-url", zenodo.url,
@@ -809,16 +779,12 @@ def test_access_denied_writing_sends_nothing_and_holds_the_catalog_back(here, cl
     assert s3_writes(s3) == 0 and s3.list_objects(s3.bucket, "p/") == {}
 
 
-@pytest.mark.xfail(strict=True, reason="the report prints the key twice: 'FAILED a.tsv: a.tsv: access denied …' "
-                   "(report_text prefixes the key, and S3Backend.upload's AuthError message starts with it too)")
 def test_access_denied_writing_names_each_file_once(here, cli, s3):
     code, out, err, puts = _denied_writes(here, cli, s3)
     assert out.splitlines()[1:3] == [f"  FAILED a.tsv: access denied writing to s3://{s3.bucket}/p",
                                      f"  FAILED b.tsv: access denied writing to s3://{s3.bucket}/p"]
 
 
-@pytest.mark.xfail(strict=True, reason="a connection refused by the endpoint is retried, then reported as "
-                   "'unexpected EndpointConnectionError … report it' (a bug report for a network problem)")
 def test_endpoint_that_refuses_connections(here, cli, dataset, s3):
     port = free_port()
     s3_manifest(s3, endpoint=f"http://127.0.0.1:{port}")

@@ -59,7 +59,7 @@ CASES = [
       "or storage_options, never in the URL)"]),
     ("unset_variable", "version: 1\nsource: {dir: \"${CARTSYNC_NOPE_VAR}/src\", method: all}\n" + T,
      ["m.yaml:2: source.dir: environment variable CARTSYNC_NOPE_VAR is not set"]),
-    ("part_size_too_small", "version: 1\n" + OK_SOURCE + "targets:\n  - {name: a, url: \"s3://b/x\", part_size: 1MiB}\n",
+    ("part_size_too_small", "version: 1\n" + OK_SOURCE + "targets:\n  - {name: a, url: \"s3://bucket/x\", part_size: 1MiB}\n",
      ["m.yaml:4: targets[0].part_size: 1048576 bytes is below the S3 minimum part size (use at least 5MiB)"]),
     ("target_name_with_space", "version: 1\n" + OK_SOURCE + "targets:\n  - {name: \"my target\", url: out}\n",
      ['m.yaml:4: targets[0].name: a string "my target" has the wrong form (use letters, digits, ".", "_" and "-")']),

@@ -6,15 +6,19 @@ from ..manifest import TargetConfig
 from .base import Backend, Features
 
 
-def open_backend(target: TargetConfig, cache: HashCache) -> Backend:
+def backend_class(target: TargetConfig) -> type[Backend]:
     if target.zenodo is not None:
         from .zenodo import ZenodoBackend
-        return ZenodoBackend(target, cache)
+        return ZenodoBackend
     if target.url.startswith(("s3://", "s3a://")):
         from .s3 import S3Backend
-        return S3Backend(target, cache)
+        return S3Backend
     from .fsspec import FsspecBackend
-    return FsspecBackend(target, cache)
+    return FsspecBackend
 
 
-__all__ = ["Backend", "Features", "open_backend"]
+def open_backend(target: TargetConfig, cache: HashCache) -> Backend:
+    return backend_class(target)(target, cache)
+
+
+__all__ = ["Backend", "Features", "backend_class", "open_backend"]

@@ -48,8 +48,9 @@ class Backend(ABC):
         """Where the target is, for humans (never holds a secret)."""
         return self.target.url
 
-    def map_keys(self, keys: list[str]) -> dict[str, str]:
-        """Source key → target key. Default: identity. Raise PlanError on a clash."""
+    @classmethod
+    def map_keys(cls, target: TargetConfig, keys: list[str]) -> dict[str, str]:
+        """Source key → target key. Default: identity. Raise PlanError on a clash. No I/O."""
         return {k: k for k in keys}
 
     @abstractmethod

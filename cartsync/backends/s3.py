@@ -22,7 +22,7 @@ from ..inventory import cached_digest, multipart_etag
 from ..model import LocalFile, Plan, RemoteFile
 from ..selection import matches
 from .base import Progress
-from .fsspec import FsspecBackend
+from .fsspec import FsspecBackend, unreachable
 
 log = logging.getLogger(__name__)
 MiB = 2**20
@@ -78,7 +78,9 @@ class S3Backend(FsspecBackend):
             if not listing and not self.retrying(lambda: self.fs.exists(self.bucket)):
                 raise RemoteError(f"target {self.target.name}: bucket {self.bucket!r} does not exist",
                                   "create it first, or fix the bucket name in the url")
-        except PermissionError:
+        except OSError as exc:
+            if not isinstance(exc, PermissionError):
+                raise unreachable(self, exc) from None
             raise AuthError(f"target {self.target.name}: access denied listing {self.url}",
                             "check the credentials (profile, environment) and the bucket policy") from None
         return listing

@@ -48,9 +48,18 @@ class StateFile:
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
-            raise PlanError(f"state file {self.path} is unreadable ({exc})",
-                            "fix or remove it; cartsync will find its deposition by its marker") from None
-        return dict(data.get("targets", {}).get(self.target, {}))
+            raise self._unreadable(str(exc)) from None
+        record = data.get("targets", {}).get(self.target, {}) if isinstance(data, dict) else None
+        if not isinstance(record, dict) or not isinstance(data.get("targets", {}), dict):
+            raise self._unreadable("expected a JSON object")
+        dep = record.get("deposition_id")
+        if dep is not None and not (isinstance(dep, int) or str(dep).isdigit()):
+            raise self._unreadable(f"deposition_id {dep!r} is not a number")
+        return dict(record)
+
+    def _unreadable(self, why: str) -> PlanError:
+        return PlanError(f"state file {self.path} is unreadable ({why})",
+                         "fix or remove it; cartsync will find its deposition by its marker")
 
     def write(self, **record: Any) -> None:
         try:
@@ -90,14 +99,15 @@ class ZenodoBackend(Backend):
 
     # ---- reading -------------------------------------------------------------------------------
 
-    def map_keys(self, keys: list[str]) -> dict[str, str]:
+    @classmethod
+    def map_keys(cls, target, keys: list[str]) -> dict[str, str]:
         by_name: dict[str, list[str]] = {}
         for k in keys:
             by_name.setdefault(k.rsplit("/", 1)[-1], []).append(k)
         clashes = {n: ks for n, ks in by_name.items() if len(ks) > 1}
         if clashes:
             lines = [f"{n}: {', '.join(ks)}" for n, ks in sorted(clashes.items())]
-            raise PlanError(f"target {self.target.name}: Zenodo records are flat, and these files share a name:\n  "
+            raise PlanError(f"target {target.name}: Zenodo records are flat, and these files share a name:\n  "
                             + "\n  ".join(lines), "rename them, or publish each folder to its own deposition")
         return {k: k.rsplit("/", 1)[-1] for k in keys}
 
@@ -114,12 +124,21 @@ class ZenodoBackend(Backend):
             dep = self._get(f"/deposit/depositions/{dep_id}")
         except RemoteError as exc:
             if exc.status == 404 and self.cfg.deposition == "new":
-                log.warning("deposition %s in %s no longer exists; a new one will be created", dep_id, self.state.path)
-                return {}
-            if exc.status == 404:
-                raise RemoteError(f"target {self.target.name}: Zenodo deposition {dep_id} does not exist",
-                                  "check the id (the number in the deposition's URL) and the server url") from None
-            raise
+                found = self._find_by_marker()
+                if found is None:
+                    log.warning("deposition %s in %s no longer exists; a new one will be created", dep_id,
+                                self.state.path)
+                    return {}
+                dep = self._get(f"/deposit/depositions/{found['id']}")
+            else:
+                raise self._missing(dep_id) if exc.status == 404 else exc
+        return self._adopt(dep)
+
+    def _missing(self, dep_id: str) -> RemoteError:
+        return RemoteError(f"target {self.target.name}: Zenodo deposition {dep_id} does not exist",
+                           "check the id (the number in the deposition's URL) and the server url")
+
+    def _adopt(self, dep: dict[str, Any]) -> dict[str, RemoteFile]:
         if dep.get("submitted"):
             self.published = dep
             latest, draft = self._concept(dep)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from ..manifest import ZenodoConfig
 
 log = logging.getLogger(__name__)
 API_TIMEOUT = (10, 60)
+_TOKEN_RE = re.compile(r"[\x21-\x7e]+")     # printable ASCII, no spaces: what an HTTP header can carry
 UPLOAD_TIMEOUT = (10, 600)     # connect, read: a multi-GB PUT may take minutes to be acknowledged
 
 
@@ -36,6 +38,10 @@ def read_token(cfg: ZenodoConfig) -> str:
             raise AuthError(f"Zenodo token file {path} cannot be read ({type(exc).__name__})") from None
         if not token:
             raise AuthError(f"Zenodo token file {path} is empty", "put the token (one line) in it")
+        if not _TOKEN_RE.fullmatch(token):
+            # never echo it: the value goes nowhere but the Authorization header
+            raise AuthError(f"Zenodo token file {path} holds characters a token cannot have (spaces, line breaks "
+                            "or non-ASCII)", "put only the token, on one line, in it")
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             log.warning("Zenodo token file %s is readable by group/others; run: chmod 600 %s", path, path)
         return token
@@ -43,6 +49,9 @@ def read_token(cfg: ZenodoConfig) -> str:
     if not token:
         raise AuthError(f"environment variable {cfg.token_env} is not set (it should hold the Zenodo token)",
                         "export it, or set zenodo.token_file in the manifest")
+    if not _TOKEN_RE.fullmatch(token):
+        raise AuthError(f"environment variable {cfg.token_env} holds characters a token cannot have (spaces, line "
+                        "breaks or non-ASCII)", "set it to the token alone")
     return token
 
 
@@ -88,6 +97,9 @@ class ZenodoClient:
             resp = self.session.request(method, url, timeout=timeout, **kwargs)
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise RemoteError(f"{shown}: {type(exc).__name__} (network)", retryable=True) from None
+        except requests.exceptions.InvalidHeader:
+            # its text would hold the header's value, i.e. the token: say nothing of it
+            raise AuthError("the Zenodo token cannot be sent in an HTTP header", "check the token") from None
         self._note_rate_limit(resp)
         if resp.status_code in expect:
             if resp.status_code == 204 or not resp.content:
