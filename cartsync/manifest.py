@@ -21,7 +21,7 @@ import yaml
 from .errors import CartsyncError, ManifestError
 
 OVERWRITE_MODES = ("changed", "always", "never")
-DEFAULT_PART_SIZE = 16 * 2**20
+DEFAULT_PART_SIZE = 8 * 2**20          # as the aws CLI uses
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,13 @@ import hashlib
 import logging
 import math
 import mimetypes
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping
 
 from ..errors import AuthError, RemoteError, VerifyError
-from ..inventory import cached_digest, multipart_etag
+from ..inventory import cached_digest, multipart_etag, still_same
 from ..model import LocalFile, Plan, RemoteFile
 from ..selection import matches
 from .base import Progress
@@ -28,7 +29,9 @@ log = logging.getLogger(__name__)
 MiB = 2**20
 COMMON_PART_SIZES = [8 * MiB, 5 * MiB, 16 * MiB, 15 * MiB, 32 * MiB, 50 * MiB, 64 * MiB, 100 * MiB, 128 * MiB,
                      256 * MiB, 512 * MiB, 1024 * MiB]
-PART_CONCURRENCY = 4
+PART_CONCURRENCY = 4                 # parts in flight per file …
+PART_BUDGET = 32 * MiB               # … and part bytes in flight across all files, so memory stays flat
+MAX_PARTS = 10_000
 CONTENT_TYPES = {
     ".pmtiles": "application/vnd.pmtiles", ".yaml": "application/yaml", ".yml": "application/yaml",
     ".json": "application/json", ".tsv": "text/tab-separated-values", ".csv": "text/csv",
@@ -56,6 +59,10 @@ def s3fs_options(options: Mapping[str, Any]) -> dict[str, Any]:
     config_kwargs.setdefault("read_timeout", 120)
     # cartsync's own retry policy is the one place that retries (and counts); botocore and s3fs try once.
     config_kwargs.setdefault("retries", {"total_max_attempts": 1, "mode": "standard"})
+    # integrity comes from Content-MD5 (checked by the server) and the ETag; botocore's extra CRC32 pass
+    # over every body costs CPU and a copy of each part in memory
+    config_kwargs.setdefault("request_checksum_calculation", "when_required")
+    config_kwargs.setdefault("response_checksum_validation", "when_required")
     opts["client_kwargs"], opts["config_kwargs"] = client_kwargs, config_kwargs
     return opts
 
@@ -69,6 +76,7 @@ class S3Backend(FsspecBackend):
         super().__init__(target, cache, fs=fs, root=root)
         self.bucket, _, self.prefix = root.partition("/")
         self.part_size = target.part_size
+        self._part_slots = threading.BoundedSemaphore(max(1, PART_BUDGET // self.part_size))
 
     # ---- reading -------------------------------------------------------------------------------
 
@@ -97,9 +105,13 @@ class S3Backend(FsspecBackend):
                 out[key] = RemoteFile(key, r.size, md5, r.etag, r.extra)
         return out
 
+    def part_size_for(self, size: int) -> int:
+        """The configured part size, grown (in MiB steps) where S3's 10,000-part limit needs it."""
+        return max(self.part_size, math.ceil(size / MAX_PARTS / MiB) * MiB)
+
     def _multipart_matches(self, lf: LocalFile, etag: str) -> bool:
         parts = int(etag.rsplit("-", 1)[1])
-        candidates = [self.part_size] + COMMON_PART_SIZES
+        candidates = [self.part_size_for(lf.size)] + COMMON_PART_SIZES
         derived = math.ceil(lf.size / parts / MiB) * MiB       # e.g. tools that pick size/N rounded up
         candidates += [derived, derived + MiB]
         for ps in dict.fromkeys(candidates):
@@ -185,7 +197,8 @@ class S3Backend(FsspecBackend):
         mpu = self.fs.call_s3("create_multipart_upload", Bucket=self.bucket, Key=s3key,
                               **self.extra_args(key, local.md5))
         upload_id = mpu["UploadId"]
-        nparts = math.ceil(local.size / self.part_size)
+        part_size = self.part_size_for(local.size)
+        nparts = math.ceil(local.size / part_size)
         digests: list[bytes] = [b""] * nparts
         whole = hashlib.md5()
         read_lock = threading.Lock()
@@ -199,25 +212,29 @@ class S3Backend(FsspecBackend):
                     return None
                 state["next"] = i + 1
                 with open(local.path, "rb") as f:
-                    f.seek(i * self.part_size)
-                    data = f.read(self.part_size)
+                    f.seek(i * part_size)
+                    data = f.read(part_size)
                 whole.update(data)
                 return i, data
 
         def worker() -> list[dict[str, Any]]:
             done = []
-            while (item := read_part()) is not None:
-                i, data = item
-                digest = hashlib.md5(data)
-                resp = self.fs.call_s3("upload_part", Bucket=self.bucket, Key=s3key, UploadId=upload_id,
-                                       PartNumber=i + 1, Body=data,
-                                       ContentMD5=base64.b64encode(digest.digest()).decode())
+            while True:
+                with self._part_slots:
+                    item = read_part()
+                    if item is None:
+                        return done
+                    i, data = item
+                    digest = hashlib.md5(data)
+                    resp = self.fs.call_s3("upload_part", Bucket=self.bucket, Key=s3key, UploadId=upload_id,
+                                           PartNumber=i + 1, Body=data,
+                                           ContentMD5=base64.b64encode(digest.digest()).decode())
+                    del data
                 if str(resp.get("ETag", "")).strip('"') != digest.hexdigest():
                     raise VerifyError(f"{key}: part {i + 1} ETag mismatch")
                 digests[i] = digest.digest()
                 done.append({"PartNumber": i + 1, "ETag": resp["ETag"]})
-                progress(len(data))
-            return done
+                progress(part_size if (i + 1) * part_size <= local.size else local.size - i * part_size)
 
         try:
             with ThreadPoolExecutor(max_workers=min(PART_CONCURRENCY, nparts)) as pool:
@@ -235,7 +252,11 @@ class S3Backend(FsspecBackend):
                 log.debug("could not abort multipart upload of %s now", key)
             raise
         expected = f"{hashlib.md5(b''.join(digests)).hexdigest()}-{nparts}"
-        return str(resp.get("ETag", "")).strip('"'), expected
+        etag = str(resp.get("ETag", "")).strip('"')
+        if etag == expected and still_same(local):
+            # the next plan compares this ETag: remember it, so that plan reads nothing
+            self.cache.put(local.path, os.stat(local.path), expected, f"etag:{part_size}")
+        return etag, expected
 
     def delete(self, remote: RemoteFile) -> None:
         self.fs.call_s3("delete_object", Bucket=self.bucket, Key=self._key(remote.key))
