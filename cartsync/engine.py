@@ -1,6 +1,7 @@
 """The pipeline: manifest → selection → inventory → (per target) listing → plan → apply → report."""
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import logging
@@ -47,9 +48,12 @@ def local_inventory(manifest: Manifest, cache: inv.HashCache, jobs: int | None =
 
 def precheck(files: list[SourceFile], targets: list[TargetConfig]) -> None:
     """Key clashes and target limits, from sizes alone: before hashing anything or sending a request."""
+    limited = [(t, cls) for t in targets
+               if (cls := backend_class(t)).features.flat or cls.features.max_files or cls.features.max_bytes]
+    if not limited:
+        return
     sizes = {f.key: os.stat(f.path).st_size for f in files}
-    for target in targets:
-        cls = backend_class(target)
+    for target, cls in limited:
         mapping = cls.map_keys(target, sorted(sizes))
         _check_limits(cls.features, {mapping[k]: s for k, s in sizes.items()}, {}, target)
 
@@ -62,8 +66,7 @@ def plan_target(backend: Backend, target: TargetConfig, local: dict[str, LocalFi
     remote = backend.resolve(remote, mapped)
     _check_limits(backend.features, {k: f.size for k, f in mapped.items()}, remote, target)
     plan = make_plan(target.name, backend.url, mapped, remote, overwrite=target.overwrite, delete=target.delete)
-    changes = backend.plan_changes(plan)
-    return Plan(plan.target, plan.url, plan.actions, changes, plan.notes)
+    return dataclasses.replace(plan, changes=backend.plan_changes(plan))
 
 
 def _check_limits(feats: Features, local: dict[str, int], remote: dict, target: TargetConfig) -> None:

@@ -178,12 +178,10 @@ class ZenodoBackend(Backend):
         elif not dep.get("submitted") and self.published is not None:
             changes.append(Change("=", "deposition", f"open new-version draft {dep['id']} of record "
                                   f"{self.published['id']}"))
-        current = (dep or {}).get("metadata") or {}
-        diffs = metadata_diff(self.want_meta, current if dep else {})
+        # a new deposition is created with the wanted metadata: nothing to diff
+        diffs = metadata_diff(self.want_meta, dep.get("metadata") or {}) if dep else []
         waits = dep is not None and dep.get("submitted") and not files_change and not self.cfg.publish
         for field, old, new in diffs:
-            if dep is None:
-                continue
             changes.append(Change("!" if waits else "~", f"metadata.{field}", f"{old} → {new}"))
         if waits and diffs:
             changes.append(Change("!", "metadata", "changes to a published record wait: set publish: true"))
