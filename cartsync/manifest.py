@@ -44,6 +44,7 @@ class TargetConfig:
     delete: bool = False
     overwrite: str = "changed"
     part_size: int = DEFAULT_PART_SIZE
+    part_concurrency: int = 4
     headers: tuple[tuple[str, dict[str, str]], ...] = ()
     zenodo: ZenodoConfig | None = None
 
@@ -360,8 +361,9 @@ def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems, fi
     if z is not None:
         if not isinstance(z, dict):
             return None
-        if any(k in t for k in ("storage_options", "part_size", "headers")):
-            problems.add(["targets", i], "storage_options, part_size and headers apply to url targets only")
+        if any(k in t for k in ("storage_options", "part_size", "part_concurrency", "headers")):
+            problems.add(["targets", i], "storage_options, part_size, part_concurrency and headers apply to url "
+                         "targets only")
         token_file = None
         if isinstance(z.get("token_file"), str):
             try:
@@ -410,4 +412,4 @@ def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems, fi
     headers = t.get("headers") if isinstance(t.get("headers"), dict) else {}
     return TargetConfig(name=str(t.get("name")), url=url, storage_options=dict(t.get("storage_options") or {}),
                         delete=bool(t.get("delete", False)), overwrite=str(t.get("overwrite", "changed")),
-                        part_size=part_size, headers=tuple((g, dict(h)) for g, h in headers.items()), zenodo=cfg)
+                        part_size=part_size, part_concurrency=int(t.get("part_concurrency", 4)), headers=tuple((g, dict(h)) for g, h in headers.items()), zenodo=cfg)

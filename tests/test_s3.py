@@ -210,3 +210,11 @@ def test_storage_options_the_aws_way():
     assert (opts["profile"], opts["requester_pays"], opts["anon"]) == ("lab", True, False)
     assert opts["config_kwargs"]["retries"] == {"total_max_attempts": 1, "mode": "standard"}
     assert s3fs_options({"config_kwargs": {"read_timeout": 5}})["config_kwargs"]["read_timeout"] == 5
+
+
+def test_part_size_and_concurrency_are_configurable(s3, tmp_path, cli):
+    src = big_dataset(tmp_path, {"big.pmtiles": 23 * MiB})
+    m = s3_manifest(tmp_path, s3, "pc", src="big", method="all", part_size="6MiB", part_concurrency=2)
+    assert cli("apply", m)[0] == 0
+    assert s3.counts()["UploadPart"] == 4
+    assert s3.list_objects(s3.bucket, "pc/")["pc/big.pmtiles"][1].endswith("-4")

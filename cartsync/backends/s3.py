@@ -29,8 +29,7 @@ log = logging.getLogger(__name__)
 MiB = 2**20
 COMMON_PART_SIZES = [8 * MiB, 5 * MiB, 16 * MiB, 15 * MiB, 32 * MiB, 50 * MiB, 64 * MiB, 100 * MiB, 128 * MiB,
                      256 * MiB, 512 * MiB, 1024 * MiB]
-PART_CONCURRENCY = 4                 # parts in flight per file …
-PART_BUDGET = 32 * MiB               # … and part bytes in flight across all files, so memory stays flat
+PART_BUDGET = 32 * MiB     # part bytes in flight across all files, so memory stays flat however many upload
 MAX_PARTS = 10_000
 CONTENT_TYPES = {
     ".pmtiles": "application/vnd.pmtiles", ".yaml": "application/yaml", ".yml": "application/yaml",
@@ -76,7 +75,8 @@ class S3Backend(FsspecBackend):
         super().__init__(target, cache, fs=fs, root=root)
         self.bucket, _, self.prefix = root.partition("/")
         self.part_size = target.part_size
-        self._part_slots = threading.BoundedSemaphore(max(1, PART_BUDGET // self.part_size))
+        # at least one file's worth of parts may be in flight, so part_concurrency always takes effect
+        self._part_slots = threading.BoundedSemaphore(max(1, PART_BUDGET // self.part_size, target.part_concurrency))
 
     # ---- reading -------------------------------------------------------------------------------
 
@@ -237,8 +237,9 @@ class S3Backend(FsspecBackend):
                 progress(part_size if (i + 1) * part_size <= local.size else local.size - i * part_size)
 
         try:
-            with ThreadPoolExecutor(max_workers=min(PART_CONCURRENCY, nparts)) as pool:
-                futures = [pool.submit(worker) for _ in range(min(PART_CONCURRENCY, nparts))]
+            workers = min(self.target.part_concurrency, nparts)
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                futures = [pool.submit(worker) for _ in range(workers)]
                 parts = sorted((p for fut in futures for p in fut.result()), key=lambda p: p["PartNumber"])
             if whole.hexdigest() != local.md5:
                 raise VerifyError(f"{key}: content read while uploading differs from what was hashed")
