@@ -17,17 +17,13 @@ MiB = 2**20
 
 
 def s3_manifest(tmp_path: Path, s3, prefix: str, src: str = "cartload2", method: str = "catalog", **target) -> Path:
-    extra = "".join(f"    {k}: {json.dumps(v)}\n" for k, v in target.items())
-    return write_manifest(tmp_path, f"""
-        version: 1
-        source:
-          dir: {src}
-          method: {method}
-        targets:
-          - name: web
-            url: s3://{s3.bucket}/{prefix}
-            storage_options: {{endpoint_url: "{s3.endpoint_url}"}}
-        """ + extra)
+    import yaml
+    data = {"version": 1, "source": {"dir": src, "method": method}, "targets": [
+        {"name": "web", "url": f"s3://{s3.bucket}/{prefix}", "storage_options": {"endpoint_url": s3.endpoint_url},
+         **target}]}
+    path = tmp_path / "manifest.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
 
 
 def writes(s3) -> int:
@@ -215,6 +211,7 @@ def test_storage_options_the_aws_way():
 def test_part_size_and_concurrency_are_configurable(s3, tmp_path, cli):
     src = big_dataset(tmp_path, {"big.pmtiles": 23 * MiB})
     m = s3_manifest(tmp_path, s3, "pc", src="big", method="all", part_size="6MiB", part_concurrency=2)
-    assert cli("apply", m)[0] == 0
+    code, out, err = cli("apply", m)
+    assert code == 0, err
     assert s3.counts()["UploadPart"] == 4
     assert s3.list_objects(s3.bucket, "pc/")["pc/big.pmtiles"][1].endswith("-4")
