@@ -1,6 +1,6 @@
 """An in-memory fake of Zenodo's legacy deposit REST API, served over real HTTP.
 
-Follows /work/shared/zenodo-api.md (cited as §N; "spec N" is its numbered "Fake-server
+Follows the project's shared/zenodo-api.md (cited as §N; "spec N" is its numbered "Fake-server
 spec"). Where the real server is unclear the fake takes the stricter behaviour, so a
 client that passes here should pass there. Pure stdlib; all state sits behind one lock,
 and upload bodies are read outside it.

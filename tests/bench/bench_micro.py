@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import (BENCH, REPO, GiB, MiB, cartsync_cmd, human, local_manifest, log, max_rss_from_time_v,
+from benchlib import (BENCH, REPO, UNDER_TEST, GiB, MiB, cartsync_cmd, clean_env, human, local_manifest, log, max_rss_from_time_v,
                       median, nproc, run, s3_env, s3_manifest, secs, tiny_tree, write_random)
 
 WORKER = BENCH / "bench_worker.py"
@@ -34,7 +34,7 @@ def bench_hash(work: Path, n_files: int, file_size: int, reps: int) -> dict[str,
         write_random(f, file_size, block)
     total = n_files * file_size
     cores = nproc()
-    env = dict(os.environ)
+    env = clean_env()
     for f in files:                              # same page-cache state for everyone: all cached
         with open(f, "rb", buffering=0) as fh:
             while fh.read(8 * MiB):
@@ -246,7 +246,8 @@ def bench_rss(srv, work: Path, size: int) -> dict[str, Any]:
 # ---- Zenodo ---------------------------------------------------------------------------------------
 
 def bench_zenodo(work: Path, counts: tuple[int, ...] = (10, 90)) -> dict[str, Any]:
-    if not (REPO / "cartsync" / "backends" / "zenodo.py").exists():
+    root = Path(UNDER_TEST["path"]) if UNDER_TEST["path"] else REPO
+    if not (root / "cartsync" / "backends" / "zenodo.py").exists():
         log("zenodo: skipped: zenodo backend not present")
         return {"skipped": "zenodo backend not present"}
     from zenodo_fake import ZenodoFake

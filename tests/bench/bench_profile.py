@@ -43,6 +43,34 @@ def _key(frame: str) -> str:
     return _LINE.sub(lambda m: f" ({m.group(1)})", frame.strip())
 
 
+_IDLE_LEAVES = ("Condition.wait", "EpollSelector.select", "select (selectors.py)", "_worker (concurrent/futures",
+                "SimpleQueue.get", "Event.wait", "Thread.join", "lock.acquire", "_wait_for_tstate_lock")
+
+
+def _is_idle(frames: list[str]) -> bool:
+    return not frames or any(frames[-1].startswith(x) or x in frames[-1] for x in _IDLE_LEAVES)
+
+
+def _top(samples: list[tuple[list[str], int]], total: int, top: int, busy_only: bool = False) -> list[str]:
+    incl: collections.Counter[str] = collections.Counter()
+    for frames, c in samples:
+        if busy_only and _is_idle(frames):
+            continue
+        for k in set(frames):
+            incl[k] += c
+    skip = ("<module>", "_bootstrap", "_call_with_frames_removed", "exec_module", "_load_unlocked",
+            "_handle_fromlist", "Thread.run", "_run_module_as_main", "_run_code", "_worker (", "_WorkItem.run",
+            "run_forever", "_run_once", "Handle._run", "_runner (fsspec")
+    out = []
+    for k, n in incl.most_common():
+        if any(k.startswith(x) or x in k for x in skip):
+            continue
+        out.append(f"  {100 * n / total:5.1f}%  {k}")
+        if len(out) >= top:
+            break
+    return out
+
+
 def summarize(raw: Path, top: int = 22) -> str:
     threads: dict[str, list[tuple[list[str], int]]] = collections.defaultdict(list)
     for line in raw.read_text(errors="replace").splitlines():
@@ -50,47 +78,86 @@ def summarize(raw: Path, top: int = 22) -> str:
         if not stack or not count.isdigit():
             continue
         frames = stack.split(";")
-        tid = frames[0] if frames[0].startswith("thread") else "?"
+        m = re.match(r"thread \((\w+)\)", frames[0])
+        tid = m.group(1) if m else "?"      # the label also carries the thread's (changing) name
         frames = frames[1:] if frames[0].startswith(("thread", "process")) else frames
         threads[tid].append(([_key(f) for f in frames], int(count)))
     if not threads:
         return "(no samples)"
 
-    def is_main(samples):
-        return sum(c for fr, c in samples if fr and fr[0].startswith("<module>"))
-    main = max(threads.values(), key=is_main)
+    def rooted(samples):   # the main thread's stacks start at the script / runpy
+        return sum(c for fr, c in samples if fr and fr[0].startswith(("<module>", "_run_module_as_main")))
+    main_id = max(threads, key=lambda t: rooted(threads[t]))
+    main = threads[main_id]
     total = sum(c for _, c in main)
-    incl: collections.Counter[str] = collections.Counter()
-    self_: collections.Counter[str] = collections.Counter()
-    for frames, c in main:
-        for k in set(frames):
-            incl[k] += c
-        if frames:
-            self_[frames[-1]] += c
-    lines = [f"main thread: {total} samples (wall clock, 200 Hz); {len(threads)} thread(s) sampled", "",
-             "phase                                     % of wall"]
+    lines = [f"main thread: {total} samples = wall time (200 Hz; idle frames included); "
+             f"{len(threads)} thread(s) sampled", "", "phase (main thread)                       % of wall"]
     for label, needle in PHASES:
         n = sum(c for frames, c in main if any(needle in f for f in frames))
         if n:
             lines.append(f"  {label:40s} {100 * n / total:5.1f}%")
-    lines += ["", "top functions (inclusive % of main-thread wall time)"]
-    skip = ("<module>", "_bootstrap", "_call_with_frames_removed", "exec_module", "_load_unlocked",
-            "_handle_fromlist", "Thread.run", "Condition.wait", "Event.wait", "wrapper (fsspec/asyn.py)")
-    shown = 0
-    for k, n in incl.most_common():
-        if any(k.startswith(s) or s in k for s in skip):
+    lines += ["", "top functions, main thread (inclusive % of wall time)"] + _top(main, total, top)
+    self_: collections.Counter[str] = collections.Counter()
+    for frames, c in main:
+        if frames:
+            self_[frames[-1]] += c
+    lines += ["", "top self time, main thread (leaf frames)"]
+    lines += [f"  {100 * n / total:5.1f}%  {k}" for k, n in self_.most_common(10)]
+    # the other threads: where they were busy (not waiting), as % of the main thread's wall time
+    others = sorted(((t, s) for t, s in threads.items() if t != main_id),
+                    key=lambda ts: -sum(c for fr, c in ts[1] if not _is_idle(fr)))
+    for tid, samples in others[:3]:
+        busy = sum(c for fr, c in samples if not _is_idle(fr))
+        if busy < 0.05 * total:
             continue
-        lines.append(f"  {100 * n / total:5.1f}%  {k}")
-        shown += 1
-        if shown >= top:
-            break
-    lines += ["", "top self time (leaf frames)"]
-    for k, n in self_.most_common(12):
-        lines.append(f"  {100 * n / total:5.1f}%  {k}")
+        lines += ["", f"other thread {tid}: busy {100 * busy / total:.1f}% of the wall time; busy in:"]
+        lines += _top(samples, total, 10, busy_only=True)
     return "\n".join(lines)
 
 
-def profile(name: str, cmd: list[str], env: dict, work: Path) -> str:
+CPU_BUCKETS = [
+    ("python start-up + imports", "_find_and_load"),
+    ("inventory md5 (md5_file)", "md5_file (cartsync/inventory.py)"),
+    ("multipart upload body: read + part md5 + whole-file md5", "read_part (cartsync/backends/s3.py)"),
+    ("  (part md5 in worker)", "_put_multipart.<locals>.worker (cartsync/backends/s3.py)"),
+    ("botocore request signing (auth.py)", "botocore/auth.py"),
+    ("botocore serialize + validate", "botocore/serialize.py"),
+    ("botocore/aiobotocore response parsing", "parsers.py"),
+    ("botocore event hooks (hooks.py)", "botocore/hooks.py"),
+    ("aiohttp (HTTP client)", "aiohttp/"),
+    ("s3fs call_s3 (all request work)", "S3FileSystem._call_s3 (s3fs/core.py)"),
+    ("fsspec sync bridge (thread -> event loop)", "sync (fsspec/asyn.py)"),
+    ("hash cache (sqlite)", "HashCache."),
+    ("selection", "select (cartsync/selection.py)"),
+    ("executor bookkeeping (still_same, progress)", "Executor._upload (cartsync/executor.py)"),
+]
+
+
+def summarize_cpu(raw: Path, top: int = 25) -> str:
+    """All threads together, CPU samples only (py-spy without --idle): where the CPU time goes."""
+    samples: list[tuple[list[str], int]] = []
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            frames = stack.split(";")
+            frames = frames[1:] if frames[0].startswith(("thread", "process")) else frames
+            samples.append(([_key(f) for f in frames], int(count)))
+    total = sum(c for _, c in samples) or 1
+    lines = [f"CPU samples, all threads: {total} (= CPU seconds x rate)", "", "bucket (inclusive, may overlap)"]
+    for label, needle in CPU_BUCKETS:
+        n = sum(c for frames, c in samples if any(needle in f for f in frames))
+        if n:
+            lines.append(f"  {label:58s} {100 * n / total:5.1f}%")
+    lines += ["", "top functions (inclusive % of CPU samples)"] + _top(samples, total, top)
+    self_: collections.Counter[str] = collections.Counter()
+    for frames, c in samples:
+        if frames:
+            self_[frames[-1]] += c
+    lines += ["", "top self (leaf frames)"] + [f"  {100 * n / total:5.1f}%  {k}" for k, n in self_.most_common(12)]
+    return "\n".join(lines)
+
+
+def _profile(name: str, cmd: list[str], env: dict, work: Path, cpu: bool = False, prefix: str = "profile") -> str:
     pyspy = VENV_BIN / "py-spy"
     if not pyspy.exists():
         pyspy_path = shutil.which("py-spy")
@@ -101,21 +168,26 @@ def profile(name: str, cmd: list[str], env: dict, work: Path) -> str:
                 return f"py-spy not available: {r.tail()}"
         pyspy = Path(pyspy_path)
     raw = work / f"profile-{name}.raw.txt"
-    r = run([str(pyspy), "record", "--idle", "--threads", "--format", "raw", "-r", "200", "-o", str(raw),
-             "--", *cmd], env=env, timeout=1800)
+    # wall mode: every thread, idle frames too, 200 Hz; cpu mode: busy samples only, 50 Hz, no pausing
+    opts = ["--nonblocking", "-r", "50"] if cpu else ["--idle", "--threads", "-r", "200"]
+    r = run([str(pyspy), "record", *opts, "--format", "raw", "-o", str(raw), "--", *cmd], env=env, timeout=1800)
     if not raw.exists():
         return f"py-spy failed: {r.tail()}"
     text = f"{name}: `{' '.join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))}` took {r.seconds:.2f} s " \
-           f"under py-spy (rc {r.rc})\n\n" + summarize(raw)
+           f"under py-spy (rc {r.rc})\n\n" + (summarize_cpu(raw) if cpu else summarize(raw))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"profile-{name}.txt").write_text(text + "\n")
-    log(f"profile {name}: {r.seconds:.2f} s -> results/profile-{name}.txt")
+    (RESULTS / f"{prefix}-{name}.txt").write_text(text + "\n")
+    log(f"profile {name}: {r.seconds:.2f} s -> results/{prefix}-{name}.txt")
     return text
 
 
 def run_profiles(srv, work: Path, res: dict[str, Any] | None = None, quick: bool = False) -> dict[str, str]:
     out: dict[str, str] = {}
     url = srv.endpoint_url
+    prefix = "quick-profile" if quick else "profile"
+
+    def profile(*a, **k):   # noqa: F811 — results/quick-profile-*.txt for --quick
+        return _profile(*a, prefix=prefix, **k)
     # 1. sync dataset: first sync (fresh cache), first no-op after it, a steady no-op
     src = work / "cartload2"
     if not src.exists():
@@ -127,7 +199,8 @@ def run_profiles(srv, work: Path, res: dict[str, Any] | None = None, quick: bool
     env = s3_env(work, url, CARTSYNC_CACHE_DIR=str(cache))
     m = s3_manifest(work / "manifests" / "profile-sync.yaml", src, bucket, "p", url)
     apply = [*cartsync_cmd(), "-q", "apply", str(m), "--no-progress", "--jobs", "16"]
-    out["first-sync"] = profile("first-sync", apply, env, work)
+    # CPU view for the upload (a wall-clock profile of 70+ threads slows it 3x and says little)
+    out["first-sync-cpu"] = profile("first-sync-cpu", apply, env, work, cpu=True)
     out["noop-after-upload"] = profile("noop-after-upload", apply, env, work)
     out["noop-steady"] = profile("noop-steady", apply, env, work)
     srv.reset_state()
@@ -150,15 +223,24 @@ def run_profiles(srv, work: Path, res: dict[str, Any] | None = None, quick: bool
     return out
 
 
+def resummarize(folder: Path) -> None:
+    """Re-print the summaries of the raw profiles a --keep run left in `folder`."""
+    for raw in sorted(folder.glob("profile-*.raw.txt")):
+        print(f"\n=== {raw.name}\n{summarize_cpu(raw) if '-cpu' in raw.name else summarize(raw)}")
+
+
 def main() -> int:
     import argparse
     import tempfile
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--rev", default="", help="profile this git revision (default: the working tree)")
     args = ap.parse_args()
     from s3server import start_s3_server
     work = Path(tempfile.mkdtemp(prefix="cartsync-profile-"))
+    from benchlib import freeze_cartsync
+    print(f"cartsync under test: {freeze_cartsync(work, args.rev or None)}", flush=True)
     srv = start_s3_server()
     try:
         for name, text in run_profiles(srv, work, quick=args.quick).items():

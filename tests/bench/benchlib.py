@@ -155,6 +155,9 @@ def clean_env(**extra: str) -> dict[str, str]:
            if k not in _DROP and not k.startswith(("RCLONE_", "CARTSYNC_"))}
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    env.pop("PYTHONPATH", None)
+    if UNDER_TEST["path"]:
+        env["PYTHONPATH"] = UNDER_TEST["path"]
     env.update(extra)
     return env
 
@@ -384,7 +387,50 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
 
 
+# The cartsync under test: a frozen copy (so edits made while the benchmark runs do not mix code
+# versions into one result), or the installed one.
+UNDER_TEST: dict[str, Any] = {"path": None, "desc": "installed (live working tree)"}
+
+
+def freeze_cartsync(work: Path, rev: str | None = None) -> str:
+    """Copy the cartsync package (working tree, or `git archive REV`) into `work` and make every
+    cartsync subprocess of the harness import it from there (PYTHONPATH)."""
+    dest = work / "cartsync-under-test"
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+
+    def git(*a: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *a], capture_output=True, text=True, check=True,
+                              timeout=60).stdout.strip()
+    if rev:
+        commit = git("rev-parse", "--short", rev)
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "cartsync"], capture_output=True,
+                                 check=True, timeout=60).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True, timeout=60)
+        desc = f"git {rev} = {commit} (frozen copy)"
+    else:
+        shutil.copytree(REPO / "cartsync", dest / "cartsync", ignore=shutil.ignore_patterns("__pycache__"))
+        try:
+            commit = git("rev-parse", "--short", "HEAD")
+            dirty = bool(git("status", "--porcelain", "--", "cartsync"))
+        except (OSError, subprocess.CalledProcessError):
+            commit, dirty = "unknown", False
+        desc = f"working tree at {commit}{' with uncommitted changes' if dirty else ''} (frozen copy)"
+    UNDER_TEST.update(path=str(dest), desc=desc, commit=commit)
+    probe = subprocess.run([*_PY, "-c", "import cartsync; print(cartsync.__file__)"],
+                           env=clean_env(), capture_output=True, text=True, timeout=60, cwd=str(work))
+    if not probe.stdout.strip().startswith(str(dest)):
+        raise SystemExit(f"frozen cartsync not picked up: {probe.stdout}{probe.stderr}")
+    return desc
+
+
+# -P: do not put the current folder first on sys.path (it may be the repository root)
+_PY = [sys.executable, "-P"] if sys.version_info >= (3, 11) else [sys.executable]
+
+
 def cartsync_cmd() -> list[str]:
+    if UNDER_TEST["path"]:
+        return [*_PY, "-m", "cartsync"]
     exe = VENV_BIN / "cartsync"
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "cartsync"]
 

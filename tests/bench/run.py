@@ -22,8 +22,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import (GiB, KiB, MiB, RESULTS, DatasetSpec, elapsed, find_peers, fmt_ratio, human, log,  # noqa: E402
-                      machine_info, secs, write_json)
+from benchlib import (GiB, KiB, MiB, RESULTS, UNDER_TEST, DatasetSpec, elapsed, find_peers, fmt_ratio,  # noqa: E402
+                      freeze_cartsync, human, log, machine_info, secs, write_json)
 
 PARTS = ("sync", "hash", "plan", "rss", "zenodo")
 
@@ -126,7 +126,7 @@ def render(res: dict[str, Any]) -> str:
            f"- date: {m['date']}; total harness time {res['total_seconds']:.0f} s",
            f"- machine: {m['nproc']} cores, {m['cpu_model']}, {human(m['mem_total'])} RAM; Python {m['python']}; "
            f"{m['platform']}",
-           f"- cartsync {m['packages']['cartsync']} (commit {m['cartsync_commit']}); moto {m['packages']['moto']}, "
+           f"- cartsync under test: {m.get('cartsync_under_test')}; moto {m['packages']['moto']}, "
            f"boto3 {m['packages']['boto3']}, s3fs {m['packages']['s3fs']}",
            "- peers: " + "; ".join(f"{k}: {v or 'not available'}" for k, v in res["peers"]["versions"].items()),
            "- server: moto's S3 server (tests/s3server.py) on 127.0.0.1 inside the harness process; every tool"
@@ -233,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default="", help="scratch folder (default: a new one under $TMPDIR, removed after)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
     ap.add_argument("--no-install", action="store_true", help="do not pip/apt-get install missing peers")
+    ap.add_argument("--rev", default="", help="benchmark this git revision of cartsync (default: a frozen copy "
+                    "of the working tree, taken at start)")
+    ap.add_argument("--live", action="store_true", help="use the installed cartsync as is (no frozen copy)")
     ap.add_argument("--profile", action="store_true", help="also profile cartsync with py-spy (adds ~1-2 min)")
     ap.add_argument("--out", default="", help="results file stem (default results/latest, quick: results/quick)")
     args = ap.parse_args(argv)
@@ -243,10 +246,19 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config(args)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="cartsync-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    stem = Path(args.out) if args.out else RESULTS / ("quick" if args.quick else "latest")
+    stem = Path(args.out).resolve() if args.out else RESULTS / ("quick" if args.quick else "latest")
+    os.chdir(work)          # nothing below may import cartsync from the current folder by accident
     log(f"cartsync benchmark{' (quick)' if args.quick else ''}: parts {','.join(parts)}; scratch {work}")
 
+    if not args.live:
+        try:
+            log(f"cartsync under test: {freeze_cartsync(work, args.rev or None)}")
+        except BaseException:
+            if not args.keep and not args.work:
+                shutil.rmtree(work, ignore_errors=True)
+            raise
     machine = machine_info()
+    machine["cartsync_under_test"] = UNDER_TEST["desc"]
     log(f"machine: {machine['nproc']} cores, {machine['cpu_model']}, Python {machine['python']}")
     peers = find_peers(install=not args.no_install) if "sync" in parts or "plan" in parts else None
     if peers:
