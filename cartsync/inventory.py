@@ -50,6 +50,7 @@ class HashCache:
         self._lock = threading.Lock()
         self.hits = self.misses = 0
         self.bytes_hashed = 0
+        self._loaded: dict[str, dict[str, tuple]] = {}     # kind → path → (stat key, digest), read once
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -71,10 +72,12 @@ class HashCache:
         if self._db is None:
             return None
         with self._lock:
-            row = self._db.execute(
-                "SELECT digest FROM hashes WHERE path=? AND kind=? AND size=? AND mtime_ns=? AND ctime_ns=? AND inode=?",
-                (str(path), kind, *_stat_key(st))).fetchone()
-        return row[0] if row else None
+            if kind not in self._loaded:
+                # one query for the whole cache, not one per file: a re-plan of 100k files does 1 SELECT
+                self._loaded[kind] = {p: ((sz, mt, ct, ino), d) for p, sz, mt, ct, ino, d in self._db.execute(
+                    "SELECT path, size, mtime_ns, ctime_ns, inode, digest FROM hashes WHERE kind=?", (kind,))}
+            hit = self._loaded[kind].get(str(path))
+        return hit[1] if hit is not None and hit[0] == _stat_key(st) else None
 
     def put(self, path: Path, st: os.stat_result, digest: str, kind: str = "md5") -> None:
         if self._db is None:
@@ -82,6 +85,8 @@ class HashCache:
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO hashes VALUES (?,?,?,?,?,?,?)",
                              (str(path), kind, *_stat_key(st), digest))
+            if kind in self._loaded:
+                self._loaded[kind][str(path)] = (_stat_key(st), digest)
 
     def close(self) -> None:
         if self._db is not None:

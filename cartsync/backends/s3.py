@@ -18,7 +18,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping
 
-from ..errors import AuthError, RemoteError, VerifyError
+from ..errors import AuthError, RemoteError, SourceChanged, VerifyError
 from ..inventory import cached_digest, multipart_etag, still_same
 from ..model import LocalFile, Plan, RemoteFile
 from ..selection import matches
@@ -200,12 +200,10 @@ class S3Backend(FsspecBackend):
         part_size = self.part_size_for(local.size)
         nparts = math.ceil(local.size / part_size)
         digests: list[bytes] = [b""] * nparts
-        whole = hashlib.md5()
         read_lock = threading.Lock()
         state = {"next": 0}
 
         def read_part() -> tuple[int, bytes] | None:
-            # Parts are read in order under a lock so the whole-file MD5 streams along with them.
             with read_lock:
                 i = state["next"]
                 if i >= nparts:
@@ -214,7 +212,6 @@ class S3Backend(FsspecBackend):
                 with open(local.path, "rb") as f:
                     f.seek(i * part_size)
                     data = f.read(part_size)
-                whole.update(data)
                 return i, data
 
         def worker() -> list[dict[str, Any]]:
@@ -241,8 +238,9 @@ class S3Backend(FsspecBackend):
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 futures = [pool.submit(worker) for _ in range(workers)]
                 parts = sorted((p for fut in futures for p in fut.result()), key=lambda p: p["PartNumber"])
-            if whole.hexdigest() != local.md5:
-                raise VerifyError(f"{key}: content read while uploading differs from what was hashed")
+            # every part was checked by the server (Content-MD5); the file must still be the one we hashed
+            if not still_same(local):
+                raise SourceChanged(f"{key}: changed while it was being uploaded", "re-run when the file is complete")
             resp = self.fs.call_s3("complete_multipart_upload", Bucket=self.bucket, Key=s3key, UploadId=upload_id,
                                    MultipartUpload={"Parts": parts})
         except BaseException:
