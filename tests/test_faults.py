@@ -113,6 +113,11 @@ def test_zenodo_lost_answers_on_publish_and_upload(zenodo, tmp_path, dataset, cl
     assert zenodo.count("POST", f"/api/deposit/depositions/{dep.id}/actions/publish") == 1
 
 
+def local_manifest(tmp_path: Path) -> Path:
+    """The example dataset (fixture `dataset`) to the local folder `out`."""
+    return write_manifest(tmp_path, "version: 1\nsource: {dir: cartload2}\ntargets: [{name: out, url: out}]\n")
+
+
 @pytest.mark.parametrize("mode", ["modified", "truncated"])
 def test_file_changing_during_upload_is_not_recorded_as_done(tmp_path, dataset, mode):
     """The file changes after hashing, while it is being sent: the run fails for that file, says why."""
@@ -122,11 +127,7 @@ def test_file_changing_during_upload_is_not_recorded_as_done(tmp_path, dataset, 
     from cartsync.inventory import HashCache
     from cartsync.retry import RetryPolicy
 
-    m = write_manifest(tmp_path, f"""
-        version: 1
-        source: {{dir: cartload2}}
-        targets: [{{name: out, url: out}}]
-        """)
+    m = local_manifest(tmp_path)
     man = manifest.load(m)
     cache = HashCache(tmp_path / "h.sqlite3")
     local = engine.local_inventory(man, cache)
@@ -155,11 +156,7 @@ def test_file_changing_during_upload_is_not_recorded_as_done(tmp_path, dataset, 
 
 def test_second_apply_of_same_target_waits_its_turn(tmp_path, dataset, cli):
     from cartsync import engine, manifest
-    m = write_manifest(tmp_path, f"""
-        version: 1
-        source: {{dir: cartload2}}
-        targets: [{{name: out, url: out}}]
-        """)
+    m = local_manifest(tmp_path)
     man = manifest.load(m)
     with engine.target_lock(man, man.targets[0]):
         code, out, err = cli("apply", m)
