@@ -147,11 +147,9 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
                                            "%(asctime)s %(name)s %(levelname)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    # libraries stay at WARNING: botocore's debug output would print request headers (tokens)
     root.setLevel(logging.WARNING)
     log.setLevel(level)
-    if verbose < 3:  # library chatter (botocore, urllib3) only at -vvv
-        for name in ("botocore", "s3fs", "fsspec", "urllib3", "aiobotocore"):
-            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
