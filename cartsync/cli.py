@@ -147,9 +147,11 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
                                            "%(asctime)s %(name)s %(levelname)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    # libraries stay at WARNING: botocore's debug output would print request headers (tokens)
     root.setLevel(logging.WARNING)
     log.setLevel(level)
+    # libraries stay at WARNING even if something raised them: their debug output prints request headers
+    for name in ("botocore", "aiobotocore", "s3fs", "fsspec", "urllib3", "requests"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
@@ -47,7 +46,6 @@ class Executor:
         self.policy = policy
         self.jobs = max(1, jobs)
         self.show_progress = sys.stderr.isatty() if show_progress is None else show_progress
-        self._lock = threading.Lock()
 
     def run(self, plan: Plan) -> Report:
         started = time.monotonic()

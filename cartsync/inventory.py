@@ -145,7 +145,6 @@ def inventory(files: Iterable[SourceFile], cache: HashCache, jobs: int | None = 
     """LocalFile (size, md5, stat) for each selected file, keyed by key; hashes in parallel."""
     def one(sf: SourceFile) -> LocalFile:
         try:
-            st = os.stat(sf.path)
             md5 = cached_digest(cache, sf.path, "md5", lambda p: md5_file(p, on_bytes))
             st = os.stat(sf.path)
         except PermissionError:

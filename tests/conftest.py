@@ -45,6 +45,24 @@ def cli(capsys):
     return run
 
 
+def catalog_dataset(root: Path, files: dict[str, bytes], dataset_id: str) -> dict[str, str]:
+    """Write files plus a catalog.yaml naming them all; returns key → md5 of everything written."""
+    import hashlib
+    root.mkdir()
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    catalog = f"id: {dataset_id}\nassets:\n" + "".join(f"  a{i}: {n}\n" for i, n in enumerate(files))
+    (root / "catalog.yaml").write_text(catalog)
+    return {k: hashlib.md5(v).hexdigest() for k, v in {**files, "catalog.yaml": catalog.encode()}.items()}
+
+
+def s3_md5s(s3, prefix: str) -> dict[str, str]:
+    """Independent listing of an S3 prefix: key (below the prefix) → md5 of the stored bytes."""
+    import hashlib
+    return {k[len(prefix) + 1:]: hashlib.md5(s3.get_object_bytes(s3.bucket, k)).hexdigest()
+            for k in s3.list_objects(s3.bucket, prefix + "/")}
+
+
 def tree(root: Path) -> dict[str, bytes]:
     """Every file under root with its bytes: an independent 'listing' for assertions."""
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_manifest, zenodo_manifest
+from conftest import catalog_dataset, s3_md5s, write_manifest, zenodo_manifest
 from faultproxy import FaultProxy
 
 MiB = 2**20
@@ -16,24 +16,9 @@ MiB = 2**20
 
 def make_source(root: Path, n_small: int = 30, big: int = 2) -> dict[str, str]:
     """A catalog dataset: small files, a few multipart-sized ones; returns key → md5."""
-    root.mkdir()
-    refs = {}
-    for i in range(n_small):
-        refs[f"f{i:02}.pmtiles"] = os.urandom(1000 + i * 37)
-    for i in range(big):
-        refs[f"big{i}.pmtiles"] = os.urandom(11 * MiB + i)
-    for name, data in refs.items():
-        (root / name).write_bytes(data)
-    catalog = "id: faults\nassets:\n" + "".join(f"  a{i}: {n}\n" for i, n in enumerate(refs))
-    (root / "catalog.yaml").write_text(catalog)
-    refs["catalog.yaml"] = catalog.encode()
-    return {k: hashlib.md5(v).hexdigest() for k, v in refs.items()}
-
-
-def s3_state(s3, prefix: str) -> dict[str, str]:
-    """Independent listing: key → md5 of the stored bytes."""
-    return {k[len(prefix) + 1:]: hashlib.md5(s3.get_object_bytes(s3.bucket, k)).hexdigest()
-            for k in s3.list_objects(s3.bucket, prefix + "/")}
+    files = {f"f{i:02}.pmtiles": os.urandom(1000 + i * 37) for i in range(n_small)}
+    files.update({f"big{i}.pmtiles": os.urandom(11 * MiB + i) for i in range(big)})
+    return catalog_dataset(root, files, "faults")
 
 
 def proxied_manifest(tmp_path: Path, s3, proxy: FaultProxy, **target) -> Path:
@@ -61,7 +46,7 @@ def test_s3_twenty_percent_transient_faults_converge(s3, tmp_path, cli):
         injected = sum(proxy.faults_injected.values())
     assert code == 0, err
     assert report["ok"] and report["retries"] >= 1
-    assert s3_state(s3, "ds") == expected               # exactly the source: nothing missing, nothing extra
+    assert s3_md5s(s3, "ds") == expected               # exactly the source: nothing missing, nothing extra
     assert s3.list_multipart_uploads(s3.bucket) == []
     assert injected >= 5
     print(f"S3: {injected} requests failed on purpose ({dict(proxy.faults_injected)}), "
@@ -78,7 +63,7 @@ def test_s3_one_file_failing_permanently_is_contained(s3, tmp_path, cli):
     assert code == 1
     assert f"  FAILED f07.pmtiles: access denied writing to s3://{s3.bucket}/ds\n" in out
     assert "not done because of the failure(s) above: 2 action(s) (catalog.yaml, stale.txt)" in out
-    stored = s3_state(s3, "ds")
+    stored = s3_md5s(s3, "ds")
     assert "catalog.yaml" not in stored and "f07.pmtiles" not in stored
     assert stored["stale.txt"] == hashlib.md5(b"would be deleted").hexdigest()
     assert {k: v for k, v in stored.items() if k != "stale.txt"} == {

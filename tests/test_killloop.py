@@ -4,7 +4,6 @@ Slow (about a minute); still part of the default run and of CI.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import catalog_dataset, s3_md5s
 from zenodo_fake import ZenodoFake
 
 MiB = 2**20
@@ -24,15 +24,9 @@ KILL_POINTS = 12
 
 
 def make_source(root: Path) -> dict[str, str]:
-    root.mkdir()
     files = {f"tile{i:02}.pmtiles": os.urandom(1000 + 1300 * i) for i in range(40)}
     files.update({f"big{i}.pmtiles": os.urandom(12 * MiB + 7 * i) for i in range(3)})
-    for name, data in files.items():
-        (root / name).write_bytes(data)
-    catalog = "id: kill\nassets:\n" + "".join(f"  a{i}: {n}\n" for i, n in enumerate(files))
-    (root / "catalog.yaml").write_text(catalog)
-    files["catalog.yaml"] = catalog.encode()
-    return {k: hashlib.md5(v).hexdigest() for k, v in files.items()}
+    return catalog_dataset(root, files, "kill")
 
 
 def manifest(folder: Path, src: Path, s3, prefix: str, fake: ZenodoFake) -> Path:
@@ -81,9 +75,7 @@ def test_sigkill_at_many_points_then_rerun_converges(s3, tmp_path, monkeypatch):
             report = json.loads(done.stdout)["reports"]
             assert all(r["ok"] for r in report)
 
-            stored = {key[len(f"run{k}/"):]: hashlib.md5(s3.get_object_bytes(s3.bucket, key)).hexdigest()
-                      for key in s3.list_objects(s3.bucket, f"run{k}/")}
-            assert stored == expected, k
+            assert s3_md5s(s3, f"run{k}") == expected, k
             assert [u for u in s3.list_multipart_uploads(s3.bucket) if u["Key"].startswith(f"run{k}/")] == []
             assert fake.deposition_count() == 1, k
             (dep,) = fake.depositions.values()

@@ -1,11 +1,9 @@
 """s3:// targets against a real S3 server (moto's server mode) on 127.0.0.1."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-import pytest
 
 from cartsync.backends.s3 import S3Backend
 from cartsync.inventory import HashCache

@@ -131,7 +131,9 @@ class ZenodoBackend(Backend):
                     return {}
                 dep = self._get(f"/deposit/depositions/{found['id']}")
             else:
-                raise self._missing(dep_id) if exc.status == 404 else exc
+                if exc.status == 404:
+                    raise self._missing(dep_id) from None
+                raise
         return self._adopt(dep)
 
     def _missing(self, dep_id: str) -> RemoteError:
