@@ -98,8 +98,9 @@ def run_plan(m: manifest_mod.Manifest, args: argparse.Namespace) -> int:
     targets = engine.targets_of(m, tuple(args.target))
     cache = engine.cache_for()
     try:
-        local = engine.local_inventory(m, cache, targets=targets)
-        plans = [engine.plan_only(t, local, cache) for t in targets]
+        files = engine.select(m, targets)
+        with engine.opened(m, targets, cache, lock=False) as backends:
+            plans = engine.plan_all(backends, files, cache)
     finally:
         cache.close()
     if args.json:
@@ -124,15 +125,17 @@ def run_apply(m: manifest_mod.Manifest, args: argparse.Namespace) -> int:
     cache = engine.cache_for()
     results = []
     try:
-        local = engine.local_inventory(m, cache, targets=targets)
-        for t in targets:
-            plan, report = engine.apply_target(m, t, local, cache, opts)
-            results.append((plan, report))
-            if not args.json and not args.quiet and plan.has_changes:
-                print(render.plan_text(plan, args.verbose > 0), file=sys.stderr)
-            if not args.json:
-                print(render.report_text(report) if plan.has_changes else
-                      f"{report.target}: no changes; {len(plan.actions)} file(s) up to date; 0 B sent.")
+        files = engine.select(m, targets)
+        with engine.opened(m, targets, cache, lock=True) as backends:
+            plans = engine.plan_all(backends, files, cache)
+            for backend, plan in zip(backends, plans):
+                report = engine.execute(backend, plan, opts)
+                results.append((plan, report))
+                if not args.json and not args.quiet and plan.has_changes:
+                    print(render.plan_text(plan, args.verbose > 0), file=sys.stderr)
+                if not args.json:
+                    print(render.report_text(report) if plan.has_changes else
+                          f"{report.target}: no changes; {len(plan.actions)} file(s) up to date; 0 B sent.")
     finally:
         cache.close()
     if args.json:

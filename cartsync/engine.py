@@ -6,7 +6,8 @@ import fcntl
 import hashlib
 import logging
 import os
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -15,9 +16,8 @@ from . import inventory as inv
 from . import selection
 from .backends import Backend, Features, backend_class, open_backend
 from .errors import LockedError, PlanError
-from .executor import Executor
 from .manifest import Manifest, TargetConfig
-from .model import LocalFile, Plan, Report, SourceFile
+from .model import LocalFile, Plan, RemoteFile, Report, SourceFile
 from .planner import make_plan
 from .render import human_size
 from .retry import RetryPolicy
@@ -38,8 +38,17 @@ def targets_of(manifest: Manifest, names: tuple[str, ...]) -> list[TargetConfig]
 
 def local_inventory(manifest: Manifest, cache: inv.HashCache, jobs: int | None = None,
                     targets: list[TargetConfig] | None = None) -> dict[str, LocalFile]:
+    return inventory(select(manifest, targets), cache, jobs)
+
+
+def select(manifest: Manifest, targets: list[TargetConfig] | None = None) -> list[SourceFile]:
+    """The source files, checked against the targets' limits: before hashing or any request."""
     files = selection.select(manifest.source)
     precheck(files, targets if targets is not None else list(manifest.targets))
+    return files
+
+
+def inventory(files: list[SourceFile], cache: inv.HashCache, jobs: int | None = None) -> dict[str, LocalFile]:
     local = inv.inventory(files, cache, jobs)
     log.info("source: %d file(s), %s; hashed %s (%d cached)", len(local),
              human_size(sum(f.size for f in local.values())), human_size(cache.bytes_hashed), cache.hits)
@@ -58,11 +67,12 @@ def precheck(files: list[SourceFile], targets: list[TargetConfig]) -> None:
         _check_limits(cls.features, {mapping[k]: s for k, s in sizes.items()}, {}, target)
 
 
-def plan_target(backend: Backend, target: TargetConfig, local: dict[str, LocalFile]) -> Plan:
-    """List the target once and diff it against the local inventory. Writes nothing remotely."""
+def plan_target(backend: Backend, target: TargetConfig, local: dict[str, LocalFile],
+                remote: dict[str, RemoteFile] | None = None) -> Plan:
+    """Diff the target's listing (made here unless given) against the local inventory. Writes nothing remotely."""
     mapping = backend.map_keys(target, sorted(local))
     mapped = {mapping[k]: f for k, f in local.items()}
-    remote = backend.list()
+    remote = backend.list() if remote is None else remote
     remote = backend.resolve(remote, mapped)
     _check_limits(backend.features, {k: f.size for k, f in mapped.items()}, remote, target)
     plan = make_plan(target.name, backend.url, mapped, remote, overwrite=target.overwrite, delete=target.delete)
@@ -113,16 +123,46 @@ def target_lock(manifest: Manifest, target: TargetConfig) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+@contextmanager
+def opened(manifest: Manifest, targets: list[TargetConfig], cache: inv.HashCache,
+           lock: bool) -> Iterator[list[Backend]]:
+    """A backend per target, closed afterwards; with `lock`, every target locked first (see target_lock)."""
+    with ExitStack() as stack:
+        if lock:
+            for t in targets:
+                stack.enter_context(target_lock(manifest, t))
+        backends: list[Backend] = []
+        stack.callback(lambda: [b.close() for b in backends])
+        for t in targets:
+            backends.append(open_backend(t, cache))
+        yield backends
+
+
+def plan_all(backends: list[Backend], files: list[SourceFile], cache: inv.HashCache,
+             jobs: int | None = None) -> list[Plan]:
+    """Hash the source while every target is listed: the two read different things, and a listing is mostly
+    waiting for the server. Then one plan per target."""
+    with ThreadPoolExecutor(max_workers=len(backends) or 1, thread_name_prefix="list") as pool:
+        listings = [pool.submit(b.list) for b in backends]
+        local = inventory(files, cache, jobs)
+        return [plan_target(b, b.target, local, pending.result()) for b, pending in zip(backends, listings)]
+
+
 def apply_target(manifest: Manifest, target: TargetConfig, local: dict[str, LocalFile], cache: inv.HashCache,
                  opts: Options) -> tuple[Plan, Report]:
     with target_lock(manifest, target):
         backend = open_backend(target, cache)
         try:
             plan = plan_target(backend, target, local)
-            report = Executor(backend, RetryPolicy.from_env(), opts.jobs, opts.show_progress).run(plan)
+            report = execute(backend, plan, opts)
         finally:
             backend.close()
     return plan, report
+
+
+def execute(backend: Backend, plan: Plan, opts: Options) -> Report:
+    from .executor import Executor     # (and tqdm) only when something is applied
+    return Executor(backend, RetryPolicy.from_env(), opts.jobs, opts.show_progress).run(plan)
 
 
 def plan_only(target: TargetConfig, local: dict[str, LocalFile], cache: inv.HashCache) -> Plan:

@@ -142,22 +142,44 @@ def cached_digest(cache: HashCache, path: Path, kind: str, compute: Callable[[Pa
 
 def inventory(files: Iterable[SourceFile], cache: HashCache, jobs: int | None = None,
               on_bytes: Callable[[int], None] | None = None) -> dict[str, LocalFile]:
-    """LocalFile (size, md5, stat) for each selected file, keyed by key; hashes in parallel."""
-    def one(sf: SourceFile) -> LocalFile:
+    """LocalFile (size, md5, stat) for each selected file, keyed by key; cache hits inline, misses hashed
+    in parallel."""
+    def stat(sf: SourceFile) -> os.stat_result:
         try:
-            md5 = cached_digest(cache, sf.path, "md5", lambda p: md5_file(p, on_bytes))
-            st = os.stat(sf.path)
+            return os.stat(sf.path)
         except PermissionError:
             raise SourceError(f"{sf.key}: not readable (permission denied)") from None
         except FileNotFoundError:
             raise SourceError(f"{sf.key}: disappeared while being read") from None
-        return LocalFile(sf.key, sf.path, st.st_size, md5, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+    def one(sf: SourceFile) -> LocalFile:
+        try:
+            md5 = cached_digest(cache, sf.path, "md5", lambda p: md5_file(p, on_bytes))
+        except PermissionError:
+            raise SourceError(f"{sf.key}: not readable (permission denied)") from None
+        except FileNotFoundError:
+            raise SourceError(f"{sf.key}: disappeared while being read") from None
+        return _local_file(sf, stat(sf), md5)
 
     files = list(files)
-    workers = jobs or os.cpu_count() or 2
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hash") as pool:
-        results = list(pool.map(one, files))
-    return {f.key: f for f in results}
+    found: dict[str, LocalFile] = {}
+    todo: list[SourceFile] = []
+    for sf in files:
+        st = stat(sf)
+        md5 = cache.get(sf.path, st)
+        if md5 is None:
+            todo.append(sf)
+        else:
+            cache.hits += 1
+            found[sf.key] = _local_file(sf, st, md5)
+    if todo:
+        with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 2, thread_name_prefix="hash") as pool:
+            found.update((f.key, f) for f in pool.map(one, todo))
+    return {sf.key: found[sf.key] for sf in files}
+
+
+def _local_file(sf: SourceFile, st: os.stat_result, md5: str) -> LocalFile:
+    return LocalFile(sf.key, sf.path, st.st_size, md5, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 def still_same(local: LocalFile) -> bool:

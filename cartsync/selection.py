@@ -5,8 +5,10 @@ and symlinks) inside the source folder.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -90,8 +92,9 @@ def _select_one(source: SourceConfig, root: Path) -> list[SourceFile]:
             problems.append(f"{c}: selected by the {source.method} but matched by an exclude pattern"
                             " (remove the pattern or the reference)")
     files: dict[str, SourceFile] = {}
+    real_dirs: dict[str, str | None] = {}
     for rel in candidates:
-        f = _checked(root, rel, problems)
+        f = _plain(root, rel, real_dirs) or _checked(root, rel, problems)
         if f is not None:
             files[f.key] = f
     if problems:
@@ -182,6 +185,31 @@ def _rel(path: Path, root: Path) -> str:
     return Path(rel).as_posix()
 
 
+def _plain(root: Path, rel: str, real_dirs: dict[str, str | None]) -> SourceFile | None:
+    """The common case, cheaply: a readable regular file (not a symlink) in a folder that resolves inside
+    root. Anything else (None) goes through _checked, which explains what is wrong."""
+    if not rel or rel.startswith(("/", "~")) or "\\" in rel:
+        return None
+    parts = rel.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return None
+    folder = "/".join(parts[:-1])
+    if folder not in real_dirs:
+        real = os.path.realpath(os.path.join(root, folder)) if folder else str(root)
+        real_dirs[folder] = real if real == str(root) or real.startswith(str(root) + os.sep) else None
+    real_dir = real_dirs[folder]
+    if real_dir is None:
+        return None
+    try:
+        rel.encode("utf-8")
+        st = os.lstat(os.path.join(real_dir, parts[-1]))
+    except (OSError, UnicodeEncodeError):
+        return None
+    if not stat.S_ISREG(st.st_mode) or not os.access(os.path.join(real_dir, parts[-1]), os.R_OK):
+        return None
+    return SourceFile(key=rel, path=root / rel)
+
+
 def _checked(root: Path, rel: str, problems: list[str]) -> SourceFile | None:
     """The file for `rel` if it exists, is a regular file and resolves inside root."""
     if os.path.isabs(rel) or rel.startswith("~"):
@@ -224,6 +252,7 @@ def _walk(root: Path, problems: list[str]) -> Iterator[str]:
     """Every file under root as a relative POSIX path; follows folder symlinks only inside root, once."""
     seen = {root}
     stack = [root]
+    base = str(root).rstrip("/") + "/"
     while stack:
         folder = stack.pop()
         try:
@@ -232,7 +261,7 @@ def _walk(root: Path, problems: list[str]) -> Iterator[str]:
             problems.append(f"{_rel(Path(folder), root)}: cannot list folder: {exc.strerror}")
             continue
         for entry in entries:
-            rel = Path(entry.path).relative_to(root).as_posix()
+            rel = entry.path[len(base):]       # scandir joins with "/": the relative key, without pathlib
             if entry.is_dir(follow_symlinks=False):
                 stack.append(Path(entry.path))
             elif entry.is_symlink() and os.path.isdir(entry.path):
@@ -246,6 +275,7 @@ def _walk(root: Path, problems: list[str]) -> Iterator[str]:
                 yield rel
 
 
+@functools.lru_cache(maxsize=None)
 def _glob_regex(pattern: str) -> re.Pattern[str]:
     out, i = "", 0
     while i < len(pattern):

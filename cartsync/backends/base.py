@@ -11,10 +11,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable, Mapping, TypeVar
 
+from ..errors import CartsyncError, RemoteError
 from ..inventory import HashCache
 from ..manifest import TargetConfig
 from ..model import Change, LocalFile, Plan, RemoteFile, Report
-from ..retry import RetryPolicy
+from ..retry import RetryPolicy, is_retryable
 
 Progress = Callable[[int], None]
 T = TypeVar("T")
@@ -88,3 +89,20 @@ class Backend(ABC):
 
     def close(self) -> None:
         """Release connections."""
+
+
+_CONNECT_ERRORS = {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ConnectionRefusedError",
+                   "ConnectionError", "ConnectTimeout"}
+
+
+def unreachable(backend: Backend, exc: BaseException) -> BaseException:
+    """After the retries: a network failure as one message that says where and what to check."""
+    if isinstance(exc, CartsyncError) or not is_retryable(exc):
+        return exc
+    where = backend.target.storage_options.get("endpoint_url") or backend.url
+    tries = backend.policy.attempts
+    if type(exc).__name__ in _CONNECT_ERRORS or isinstance(exc, ConnectionError):
+        return RemoteError(f"target {backend.target.name}: cannot connect to {where} (tried {tries} times)",
+                           "check storage_options.endpoint_url, the network and proxy settings")
+    return RemoteError(f"target {backend.target.name}: listing {backend.url} failed {tries} times, last: "
+                       f"{type(exc).__name__}: {exc}", "re-run later; the store may be overloaded")

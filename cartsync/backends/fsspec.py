@@ -18,11 +18,10 @@ from typing import Any, Mapping
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from ..errors import CartsyncError, RemoteError, VerifyError
-from ..retry import is_retryable
+from ..errors import RemoteError, VerifyError
 from ..inventory import CHUNK, cached_digest, md5_file
 from ..model import LocalFile, RemoteFile
-from .base import Backend, Progress
+from .base import Backend, Progress, unreachable
 
 log = logging.getLogger(__name__)
 TMP_SUFFIX = ".cartsync-tmp"
@@ -38,23 +37,6 @@ def md5_from_info(info: Mapping[str, Any]) -> tuple[str | None, str | None]:
     if isinstance(gcs, str):
         return base64.b64decode(gcs).hex(), None
     return None, None
-
-
-_CONNECT_ERRORS = {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ConnectionRefusedError",
-                   "ConnectionError", "ConnectTimeout"}
-
-
-def unreachable(backend: Backend, exc: BaseException) -> BaseException:
-    """After the retries: a network failure as one message that says where and what to check."""
-    if isinstance(exc, CartsyncError) or not is_retryable(exc):
-        return exc
-    where = backend.target.storage_options.get("endpoint_url") or backend.url
-    tries = backend.policy.attempts
-    if type(exc).__name__ in _CONNECT_ERRORS or isinstance(exc, ConnectionError):
-        return RemoteError(f"target {backend.target.name}: cannot connect to {where} (tried {tries} times)",
-                           "check storage_options.endpoint_url, the network and proxy settings")
-    return RemoteError(f"target {backend.target.name}: listing {backend.url} failed {tries} times, last: "
-                       f"{type(exc).__name__}: {exc}", "re-run later; the store may be overloaded")
 
 
 class FsspecBackend(Backend):

@@ -9,6 +9,7 @@ the MD5 in `x-amz-meta-md5` too, as a fallback for part sizes we cannot guess.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import logging
 import math
@@ -18,12 +19,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping
 
-from ..errors import AuthError, RemoteError, SourceChanged, VerifyError
+from ..errors import AuthError, CartsyncError, RemoteError, SourceChanged, VerifyError
 from ..inventory import cached_digest, multipart_etag, still_same
 from ..model import LocalFile, Plan, RemoteFile
 from ..selection import matches
-from .base import Progress
-from .fsspec import FsspecBackend, unreachable
+from . import s3_list
+from .base import Backend, Progress, unreachable
 
 log = logging.getLogger(__name__)
 MiB = 2**20
@@ -66,32 +67,88 @@ def s3fs_options(options: Mapping[str, Any]) -> dict[str, Any]:
     return opts
 
 
-class S3Backend(FsspecBackend):
+class S3Backend(Backend):
     def __init__(self, target, cache) -> None:
-        import s3fs
-        fs = s3fs.S3FileSystem(skip_instance_cache=True, **s3fs_options(target.storage_options))
-        fs.retries = 1   # s3fs's own retry loop: once; cartsync's policy retries (and counts)
-        root = target.url.split("://", 1)[1].strip("/")
-        super().__init__(target, cache, fs=fs, root=root)
-        self.bucket, _, self.prefix = root.partition("/")
+        super().__init__(target, cache)
+        self.root = target.url.split("://", 1)[1].strip("/")
+        self.bucket, _, self.prefix = self.root.partition("/")
         self.part_size = target.part_size
         # at least one file's worth of parts may be in flight, so part_concurrency always takes effect
         self._part_slots = threading.BoundedSemaphore(max(1, PART_BUDGET // self.part_size, target.part_concurrency))
+        self._fast = s3_list.endpoint_for(target.storage_options, self.bucket)
+
+    @functools.cached_property
+    def fs(self):
+        """s3fs (botocore underneath) for writes and the listings the fast path leaves to it; made on first
+        use, so a plan that lists through s3_list never pays for importing it."""
+        import s3fs
+        fs = s3fs.S3FileSystem(skip_instance_cache=True, **s3fs_options(self.target.storage_options))
+        fs.retries = 1   # s3fs's own retry loop: once; cartsync's policy retries (and counts)
+        return fs
 
     # ---- reading -------------------------------------------------------------------------------
 
     def list(self) -> dict[str, RemoteFile]:
+        prefix = self.prefix + "/" if self.prefix else ""
         try:
-            listing = super().list()
-            if not listing and not self.retrying(lambda: self.fs.exists(self.bucket)):
-                raise RemoteError(f"target {self.target.name}: bucket {self.bucket!r} does not exist",
-                                  "create it first, or fix the bucket name in the url")
+            # the fast path reads NoSuchBucket from its answer; botocore's listing of a missing bucket is empty
+            entries = self._list_fast(prefix) if self._fast else None
+            if entries is None:
+                entries = self.retrying(self._list_botocore)
+                if not entries and not self.retrying(lambda: self.fs.exists(self.bucket)):
+                    raise RemoteError(f"target {self.target.name}: bucket {self.bucket!r} does not exist",
+                                      "create it first, or fix the bucket name in the url")
+        except AuthError:
+            raise self._denied() from None
+        except CartsyncError as exc:
+            if exc.message.startswith(f"target {self.target.name}:"):
+                raise
+            raise RemoteError(f"target {self.target.name}: {exc.message}", exc.hint) from None
         except OSError as exc:
-            if not isinstance(exc, PermissionError):
-                raise unreachable(self, exc) from None
-            raise AuthError(f"target {self.target.name}: access denied listing {self.url}",
-                            "check the credentials (profile, environment) and the bucket policy") from None
-        return listing
+            if isinstance(exc, PermissionError):
+                raise self._denied() from None
+            raise unreachable(self, exc) from None
+        except Exception as exc:  # noqa: BLE001 — translated into one clear message, or re-raised
+            if type(exc).__name__ == "NoCredentialsError":
+                raise AuthError(f"target {self.target.name}: no AWS credentials found",
+                                "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile (AWS_PROFILE or "
+                                "storage_options.profile), or anon: true for a public bucket") from None
+            raise unreachable(self, exc) from None
+        # never touch anything outside the prefix: s3://b/sample1 must not see s3://b/sample10/…
+        return {key[len(prefix):]: RemoteFile(key[len(prefix):], size, None if "-" in etag else etag.lower() or None,
+                                              etag or None)
+                for key, size, etag in entries if key.startswith(prefix) and not key.endswith("/")}
+
+    def _denied(self) -> AuthError:
+        return AuthError(f"target {self.target.name}: access denied listing {self.url}",
+                         "check the credentials (profile, environment) and the bucket policy")
+
+    def _list_fast(self, prefix: str) -> list[tuple[str, int, str]] | None:
+        """The listing through s3_list; None where botocore must list instead."""
+        assert self._fast is not None
+        lister = s3_list.Lister(self._fast)
+        try:
+            return self.retrying(lambda: list(lister.objects(prefix)))
+        except s3_list.Fallback as exc:
+            log.debug("listing through botocore instead (%s)", exc)
+            self._fast = None
+            return None
+        finally:
+            lister.close()
+
+    def _list_botocore(self) -> list[tuple[str, int, str]]:
+        self.fs.invalidate_cache()
+        try:
+            found = self.fs.find(self.root, detail=True, withdirs=False)
+        except FileNotFoundError:
+            return []
+        out = []
+        for path, info in found.items():
+            if info.get("type") == "directory":
+                continue
+            out.append((path[len(self.bucket) + 1:], int(info.get("size") or 0),
+                        str(info.get("ETag") or info.get("etag") or "").strip('"')))
+        return out
 
     def resolve(self, remote: dict[str, RemoteFile], local: Mapping[str, LocalFile]) -> dict[str, RemoteFile]:
         out = dict(remote)

@@ -1,0 +1,214 @@
+"""ListObjectsV2 over plain HTTP(S): the listing every plan starts with, without botocore's start-up.
+
+A no-op re-run is one listing; through s3fs it paid ~0.3 s of imports and client set-up before the
+first byte went out. This module signs with AWS Signature V4 itself (tests check every header
+against botocore's signer) and parses the XML with ElementTree.
+
+It is used only where it does exactly what botocore would: static credentials from the environment
+(or anon), a known region, no proxy, no client/config options. `endpoint_for` returns None
+otherwise, and the listing goes through s3fs/botocore as before. Any answer it does not expect
+(a redirect, a region or signature complaint) also falls back to botocore (`Fallback`), so errors
+read the same whichever path listed.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import http.client
+import os
+import re
+import ssl
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping
+from urllib.parse import quote, unquote_plus, urlsplit
+from urllib.request import getproxies_environment, proxy_bypass_environment
+from xml.etree import ElementTree
+
+from ..errors import AuthError, RemoteError
+
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+_DNS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+# environment settings that change how botocore reaches S3: with any of them set, botocore lists
+_ENV_CHANGES_ENDPOINT = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_USE_FIPS_ENDPOINT",
+                         "AWS_USE_DUALSTACK_ENDPOINT", "AWS_S3_US_EAST_1_REGIONAL_ENDPOINT")
+_OPTION_KEYS = {"endpoint_url", "region", "anon", "client_kwargs"}
+
+
+class Fallback(Exception):
+    """The fast path cannot answer this as botocore would: list through botocore instead."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key: str
+    secret_key: str = field(repr=False)
+    token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    scheme: str               # http | https
+    netloc: str               # host[:port], also the Host header
+    bucket_path: str          # "/bucket" (path style) or "" (virtual-hosted)
+    region: str
+    creds: Credentials | None = field(repr=False)   # None: anonymous
+    cafile: str | None = None
+
+
+def env_credentials(env: Mapping[str, str]) -> Credentials | None:
+    key, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
+    if not key or not secret:
+        return None
+    return Credentials(key, secret, env.get("AWS_SESSION_TOKEN") or env.get("AWS_SECURITY_TOKEN") or None)
+
+
+def endpoint_for(options: Mapping[str, Any], bucket: str, env: Mapping[str, str] = os.environ) -> Endpoint | None:
+    """Where to list `bucket` with these storage_options, or None where botocore must do it."""
+    client_kwargs = options.get("client_kwargs") or {}
+    if set(options) - _OPTION_KEYS or not isinstance(client_kwargs, dict) \
+            or set(client_kwargs) - {"region_name", "endpoint_url"}:
+        return None
+    if any(env.get(name) for name in _ENV_CHANGES_ENDPOINT):
+        return None
+    anon = options.get("anon") is True
+    creds = None if anon else env_credentials(env)
+    if creds is None and not anon:
+        return None
+    endpoint = options.get("endpoint_url") or client_kwargs.get("endpoint_url")
+    region = (options.get("region") or client_kwargs.get("region_name") or env.get("AWS_REGION")
+              or env.get("AWS_DEFAULT_REGION"))
+    if endpoint:
+        parts = urlsplit(str(endpoint))
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") \
+                or parts.query or parts.username or parts.password:
+            return None
+        if not region:
+            # botocore would read a region from the config file; without one it signs for us-east-1
+            config = env.get("AWS_CONFIG_FILE") or os.path.expanduser("~/.aws/config")
+            if os.path.exists(config):
+                return None
+            region = "us-east-1"
+        scheme, netloc, bucket_path = parts.scheme, parts.netloc, f"/{bucket}"
+    else:
+        if not region or region.startswith("cn-") or not _DNS_BUCKET.match(bucket):
+            return None
+        scheme, netloc, bucket_path = "https", f"{bucket}.s3.{region}.amazonaws.com", ""
+    if getproxies_environment().get(scheme) and not proxy_bypass_environment(netloc.rsplit(":", 1)[0]):
+        return None
+    return Endpoint(scheme, netloc, bucket_path, str(region), creds, env.get("AWS_CA_BUNDLE") or None)
+
+
+def _quote(text: str, safe: str = "-_.~") -> str:
+    return quote(text, safe=safe)
+
+
+def canonical_query(query: Mapping[str, str]) -> str:
+    return "&".join(f"{_quote(k)}={_quote(v)}" for k, v in sorted(query.items()))
+
+
+def sign_v4(method: str, ep: Endpoint, path: str, query: Mapping[str, str],
+            now: datetime.datetime) -> dict[str, str]:
+    """Headers for an unsigned-body request (GET), signed with AWS Signature V4 for service s3."""
+    amz_date = now.strftime("%Y%m%dT%H%M%SZ")
+    headers = {"host": ep.netloc, "x-amz-content-sha256": EMPTY_SHA256, "x-amz-date": amz_date}
+    if ep.creds is None:
+        return headers
+    if ep.creds.token:
+        headers["x-amz-security-token"] = ep.creds.token
+    names = sorted(headers)
+    canonical = "\n".join([method, _quote(path, "/-_.~"), canonical_query(query),
+                           "".join(f"{n}:{headers[n].strip()}\n" for n in names), ";".join(names), EMPTY_SHA256])
+    scope = f"{amz_date[:8]}/{ep.region}/s3/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    key = ("AWS4" + ep.creds.secret_key).encode()
+    for part in (amz_date[:8], ep.region, "s3", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    headers["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={ep.creds.access_key}/{scope}, "
+                                f"SignedHeaders={';'.join(names)}, Signature={signature}")
+    return headers
+
+
+def _error_code(body: bytes) -> str:
+    try:
+        return ElementTree.fromstring(body).findtext("Code") or ""
+    except ElementTree.ParseError:
+        return ""
+
+
+class Lister:
+    """One connection, reused across the pages of one listing."""
+
+    def __init__(self, ep: Endpoint, timeout: float = 120) -> None:
+        self.ep = ep
+        self.timeout = timeout
+        self._conn: http.client.HTTPConnection | None = None
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            if self.ep.scheme == "https":
+                ctx = ssl.create_default_context(cafile=self.ep.cafile or _default_cafile())
+                self._conn = http.client.HTTPSConnection(self.ep.netloc, timeout=self.timeout, context=ctx)
+            else:
+                self._conn = http.client.HTTPConnection(self.ep.netloc, timeout=self.timeout)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _get(self, query: dict[str, str]) -> bytes:
+        path = self.ep.bucket_path or "/"
+        headers = sign_v4("GET", self.ep, path, query, datetime.datetime.now(datetime.timezone.utc))
+        headers.pop("host")
+        headers["User-Agent"] = "cartsync-list"
+        conn = self._connection()
+        try:
+            conn.request("GET", f"{_quote(path, '/-_.~')}?{canonical_query(query)}", headers=headers)
+            resp = conn.getresponse()
+            body = resp.read()
+        except BaseException:
+            self.close()     # a half-read answer poisons the connection
+            raise
+        if resp.status == 200:
+            return body
+        code = _error_code(body)
+        if resp.status == 404 and code == "NoSuchBucket":
+            raise RemoteError(f"bucket {self.bucket!r} does not exist", "create it first, or fix the bucket name in the url")
+        if resp.status == 403 and code in ("AccessDenied", "AllAccessDisabled", "AccountProblem"):
+            raise AuthError("access denied")
+        if resp.status >= 500 or resp.status in (408, 429) or code in ("SlowDown", "RequestTimeout"):
+            raise RemoteError(f"listing answered HTTP {resp.status} {code}".rstrip(), retryable=True,
+                              status=resp.status)
+        raise Fallback(f"HTTP {resp.status} {code}")
+
+    @property
+    def bucket(self) -> str:
+        return self.ep.bucket_path.lstrip("/") or self.ep.netloc.split(".s3.", 1)[0]
+
+    def objects(self, prefix: str) -> Iterator[tuple[str, int, str]]:
+        """(key, size, etag without quotes) of every object under `prefix`, in key order."""
+        token = None
+        while True:
+            query = {"list-type": "2", "prefix": prefix, "encoding-type": "url"}
+            if token:
+                query["continuation-token"] = token
+            root = ElementTree.fromstring(self._get(query))
+            ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+            decode = unquote_plus if root.findtext(f"{ns}EncodingType") == "url" else str
+            for item in root.iterfind(f"{ns}Contents"):
+                yield (decode(item.findtext(f"{ns}Key") or ""), int(item.findtext(f"{ns}Size") or 0),
+                       (item.findtext(f"{ns}ETag") or "").strip('"'))
+            token = root.findtext(f"{ns}NextContinuationToken")
+            if root.findtext(f"{ns}IsTruncated") != "true" or not token:
+                return
+
+
+def _default_cafile() -> str | None:
+    try:
+        import certifi     # what botocore verifies against
+    except ImportError:
+        return None
+    return certifi.where()
