@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 
 from cartsync.backends.s3 import S3Backend
 from cartsync.inventory import HashCache
@@ -29,11 +30,24 @@ def writes(s3) -> int:
     return c["PutObject"] + c["UploadPart"] + c["CreateMultipartUpload"] + c["DeleteObject"] + c["DeleteObjects"]
 
 
-def test_contract_on_s3(s3, tmp_path):
+@pytest.mark.parametrize("options,lister,writer", [
+    ({}, "s3_list", "botocore"),
+    # a config option is one s3_list leaves to botocore
+    ({"config_kwargs": {"read_timeout": 60}}, "botocore", "botocore"),
+    # an option only s3fs knows keeps s3fs for every call (here: server-side encryption on every write)
+    ({"s3_additional_kwargs": {"ServerSideEncryption": "AES256"}}, "botocore", "s3fs"),
+], ids=["fast-list", "botocore", "s3fs"])
+def test_contract_on_s3(s3, tmp_path, options, lister, writer):
+    """Each way the S3 backend can talk to the server keeps the same contract."""
     target = TargetConfig(name="s3", url=f"s3://{s3.bucket}/contract",
-                          storage_options={"endpoint_url": s3.endpoint_url})
+                          storage_options={"endpoint_url": s3.endpoint_url, **options})
     backend = S3Backend(target, HashCache(tmp_path / "h.sqlite3"))
+    assert (backend._fast is not None) == (lister == "s3_list")
+    assert (backend.client is None) == (writer == "s3fs")
     run_contract(backend, tmp_path)
+    if writer == "s3fs":
+        head = s3.boto3_client(counted=False).head_object(Bucket=s3.bucket, Key="contract/a.pmtiles")
+        assert head["ServerSideEncryption"] == "AES256"
 
 
 def test_sync_noop_change_and_delete(s3, tmp_path, dataset, cli):

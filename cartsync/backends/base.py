@@ -7,6 +7,7 @@ Contract (checked by tests/test_contract.py against every backend):
 """
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable, Mapping, TypeVar
@@ -36,12 +37,14 @@ class Backend(ABC):
         self.target = target
         self.cache = cache
         self.policy = RetryPolicy.from_env()
-        self.retries = 0          # retries of the backend's own calls (listing, lifecycle), for the report
+        self.retries = 0          # retries of the backend's own calls (listing, lifecycle, parts), for the report
+        self._count_lock = threading.Lock()
 
     def retrying(self, fn: Callable[[], T]) -> T:
         """Run one remote call under the shared retry policy, counting retries."""
         def counted(exc: BaseException) -> None:
-            self.retries += 1
+            with self._count_lock:      # transfer threads retry their calls concurrently
+                self.retries += 1
         return self.policy.call(fn, counted)
 
     @property

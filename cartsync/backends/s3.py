@@ -67,6 +67,45 @@ def s3fs_options(options: Mapping[str, Any]) -> dict[str, Any]:
     return opts
 
 
+# storage_options translated to a botocore client exactly as s3fs would; any other key keeps s3fs
+BOTOCORE_OPTIONS = {"profile", "endpoint_url", "region", "anon", "requester_pays", "client_kwargs", "config_kwargs"}
+_MISSING = {"NoSuchKey", "NoSuchUpload", "NoSuchBucket", "404", "NotFound"}
+_DENIED = {"AccessDenied", "AllAccessDisabled", "AccountProblem", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+           "ExpiredToken", "InvalidSecurity", "InvalidPayer", "403"}
+
+
+def botocore_client(options: Mapping[str, Any], pool: int) -> Any | None:
+    """A thread-safe botocore S3 client for these storage_options, or None where only s3fs can honour them.
+
+    Worker threads call it directly: s3fs would funnel every call through its one event-loop thread,
+    which costs about half of cartsync's CPU time in a first sync of many small files.
+    """
+    if set(options) - BOTOCORE_OPTIONS:
+        return None
+    import botocore.session
+    from botocore import UNSIGNED
+    from botocore.config import Config
+    opts = s3fs_options(options)
+    client_kwargs = dict(opts["client_kwargs"])
+    config_kwargs = {"max_pool_connections": pool, **opts["config_kwargs"]}
+    if opts.get("anon"):
+        config_kwargs["signature_version"] = UNSIGNED
+    if opts.get("endpoint_url"):
+        client_kwargs.setdefault("endpoint_url", opts["endpoint_url"])
+    session = botocore.session.Session(profile=opts.get("profile"))
+    return session.create_client("s3", config=Config(**config_kwargs), **client_kwargs)
+
+
+def _translated(exc: Exception) -> Exception:
+    """botocore's ClientError as the OSError s3fs would raise (denied, missing), else as is."""
+    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+    if code in _DENIED:
+        return PermissionError(f"{code}: {exc}")
+    if code in _MISSING:
+        return FileNotFoundError(f"{code}: {exc}")
+    return exc
+
+
 class S3Backend(Backend):
     def __init__(self, target, cache) -> None:
         super().__init__(target, cache)
@@ -76,6 +115,27 @@ class S3Backend(Backend):
         # at least one file's worth of parts may be in flight, so part_concurrency always takes effect
         self._part_slots = threading.BoundedSemaphore(max(1, PART_BUDGET // self.part_size, target.part_concurrency))
         self._fast = s3_list.endpoint_for(target.storage_options, self.bucket)
+
+    @functools.cached_property
+    def client(self) -> Any | None:
+        return botocore_client(self.target.storage_options, pool=64)
+
+    def _s3(self, op: str, **kwargs: Any) -> Any:
+        """One S3 API call: botocore's client where it can honour the storage_options, else s3fs."""
+        if self.target.storage_options.get("requester_pays"):
+            kwargs.setdefault("RequestPayer", "requester")
+        client = self.client
+        if client is None:
+            return self.fs.call_s3(op, **kwargs)
+        try:
+            return getattr(client, op)(**kwargs)
+        except Exception as exc:
+            if not isinstance(getattr(exc, "response", None), dict):    # not a ClientError (or subclass)
+                raise
+            translated = _translated(exc)
+            if translated is exc:
+                raise
+            raise translated from exc
 
     @functools.cached_property
     def fs(self):
@@ -95,7 +155,7 @@ class S3Backend(Backend):
             entries = self._list_fast(prefix) if self._fast else None
             if entries is None:
                 entries = self.retrying(self._list_botocore)
-                if not entries and not self.retrying(lambda: self.fs.exists(self.bucket)):
+                if not entries and not self.retrying(self._bucket_exists):
                     raise RemoteError(f"target {self.target.name}: bucket {self.bucket!r} does not exist",
                                       "create it first, or fix the bucket name in the url")
         except AuthError:
@@ -137,18 +197,26 @@ class S3Backend(Backend):
             lister.close()
 
     def _list_botocore(self) -> list[tuple[str, int, str]]:
-        self.fs.invalidate_cache()
+        prefix = self.prefix + "/" if self.prefix else ""
+        out: list[tuple[str, int, str]] = []
+        token: dict[str, str] = {}
+        while True:
+            try:
+                page = self._s3("list_objects_v2", Bucket=self.bucket, Prefix=prefix, **token)
+            except FileNotFoundError:
+                return []
+            out += [(o["Key"], int(o.get("Size") or 0), str(o.get("ETag") or "").strip('"'))
+                    for o in page.get("Contents", [])]
+            if not page.get("IsTruncated") or not page.get("NextContinuationToken"):
+                return out
+            token = {"ContinuationToken": page["NextContinuationToken"]}
+
+    def _bucket_exists(self) -> bool:
         try:
-            found = self.fs.find(self.root, detail=True, withdirs=False)
+            self._s3("head_bucket", Bucket=self.bucket)
         except FileNotFoundError:
-            return []
-        out = []
-        for path, info in found.items():
-            if info.get("type") == "directory":
-                continue
-            out.append((path[len(self.bucket) + 1:], int(info.get("size") or 0),
-                        str(info.get("ETag") or info.get("etag") or "").strip('"')))
-        return out
+            return False
+        return True
 
     def resolve(self, remote: dict[str, RemoteFile], local: Mapping[str, LocalFile]) -> dict[str, RemoteFile]:
         out = dict(remote)
@@ -181,7 +249,7 @@ class S3Backend(Backend):
 
     def _meta_md5(self, key: str) -> str | None:
         try:
-            head = self.retrying(lambda: self.fs.call_s3("head_object", Bucket=self.bucket, Key=self._key(key)))
+            head = self.retrying(lambda: self._s3("head_object", Bucket=self.bucket, Key=self._key(key)))
         except (FileNotFoundError, PermissionError):
             return None
         return (head.get("Metadata") or {}).get("md5")
@@ -202,13 +270,13 @@ class S3Backend(Backend):
     def _abort_stale(self, who: str) -> None:
         prefix = self.prefix + "/" if self.prefix else ""
         try:
-            resp = self.retrying(lambda: self.fs.call_s3("list_multipart_uploads", Bucket=self.bucket, Prefix=prefix))
+            resp = self.retrying(lambda: self._s3("list_multipart_uploads", Bucket=self.bucket, Prefix=prefix))
         except PermissionError:
             return
         stale = resp.get("Uploads", [])
         for up in stale:
             try:
-                self.retrying(lambda up=up: self.fs.call_s3("abort_multipart_upload", Bucket=self.bucket,
+                self.retrying(lambda up=up: self._s3("abort_multipart_upload", Bucket=self.bucket,
                                                              Key=up["Key"], UploadId=up["UploadId"]))
             except FileNotFoundError:
                 pass     # finished or aborted meanwhile
@@ -245,14 +313,17 @@ class S3Backend(Backend):
         md5_b64 = base64.b64encode(bytes.fromhex(local.md5)).decode()
         with open(local.path, "rb") as body:
             # Content-MD5 makes the server refuse a body that is not what we hashed (BadDigest).
-            resp = self.fs.call_s3("put_object", Bucket=self.bucket, Key=self._key(key), Body=body,
+            resp = self._s3("put_object", Bucket=self.bucket, Key=self._key(key), Body=body,
                                    ContentMD5=md5_b64, **self.extra_args(key, local.md5))
         return str(resp.get("ETag", "")).strip('"')
 
     def _put_multipart(self, local: LocalFile, key: str, progress: Progress) -> tuple[str, str]:
         s3key = self._key(key)
-        mpu = self.fs.call_s3("create_multipart_upload", Bucket=self.bucket, Key=s3key,
-                              **self.extra_args(key, local.md5))
+        # each call of a multipart upload is retried on its own: with many parts, starting the whole file
+        # over on one failed part would rarely finish on a flaky network. (A create whose answer was lost
+        # leaves an upload behind: finish() aborts it.)
+        mpu = self.retrying(lambda: self._s3("create_multipart_upload", Bucket=self.bucket, Key=s3key,
+                                             **self.extra_args(key, local.md5)))
         upload_id = mpu["UploadId"]
         part_size = self.part_size_for(local.size)
         nparts = math.ceil(local.size / part_size)
@@ -280,12 +351,17 @@ class S3Backend(Backend):
                         return done
                     i, data = item
                     digest = hashlib.md5(data)
-                    resp = self.fs.call_s3("upload_part", Bucket=self.bucket, Key=s3key, UploadId=upload_id,
-                                           PartNumber=i + 1, Body=data,
-                                           ContentMD5=base64.b64encode(digest.digest()).decode())
-                    del data
-                if str(resp.get("ETag", "")).strip('"') != digest.hexdigest():
-                    raise VerifyError(f"{key}: part {i + 1} ETag mismatch")
+
+                    def send(i: int = i, data: bytes = data, digest: Any = digest) -> Any:
+                        resp = self._s3("upload_part", Bucket=self.bucket, Key=s3key, UploadId=upload_id,
+                                        PartNumber=i + 1, Body=data,
+                                        ContentMD5=base64.b64encode(digest.digest()).decode())
+                        if str(resp.get("ETag", "")).strip('"') != digest.hexdigest():
+                            raise VerifyError(f"{key}: part {i + 1} ETag mismatch")
+                        return resp
+
+                    resp = self.retrying(send)
+                    del data, send
                 digests[i] = digest.digest()
                 done.append({"PartNumber": i + 1, "ETag": resp["ETag"]})
                 progress(part_size if (i + 1) * part_size <= local.size else local.size - i * part_size)
@@ -298,21 +374,31 @@ class S3Backend(Backend):
             # every part was checked by the server (Content-MD5); the file must still be the one we hashed
             if not still_same(local):
                 raise SourceChanged(f"{key}: changed while it was being uploaded", "re-run when the file is complete")
-            resp = self.fs.call_s3("complete_multipart_upload", Bucket=self.bucket, Key=s3key, UploadId=upload_id,
-                                   MultipartUpload={"Parts": parts})
+            expected = f"{hashlib.md5(b''.join(digests)).hexdigest()}-{nparts}"
+            resp = self.retrying(lambda: self._complete(s3key, upload_id, parts, expected))
         except BaseException:
             try:
-                self.retrying(lambda: self.fs.call_s3("abort_multipart_upload", Bucket=self.bucket, Key=s3key,
-                                                      UploadId=upload_id))
+                self.retrying(lambda: self._s3("abort_multipart_upload", Bucket=self.bucket, Key=s3key,
+                                               UploadId=upload_id))
             except Exception:  # noqa: BLE001 — finish() and the next run's begin() abort leftovers too
                 log.debug("could not abort multipart upload of %s now", key)
             raise
-        expected = f"{hashlib.md5(b''.join(digests)).hexdigest()}-{nparts}"
         etag = str(resp.get("ETag", "")).strip('"')
         if etag == expected and still_same(local):
             # the next plan compares this ETag: remember it, so that plan reads nothing
             self.cache.put(local.path, os.stat(local.path), expected, f"etag:{part_size}")
         return etag, expected
 
+    def _complete(self, s3key: str, upload_id: str, parts: list[dict[str, Any]], expected: str) -> dict[str, Any]:
+        try:
+            return self._s3("complete_multipart_upload", Bucket=self.bucket, Key=s3key, UploadId=upload_id,
+                            MultipartUpload={"Parts": parts})
+        except FileNotFoundError:
+            # NoSuchUpload on a retry: the first complete went through and only its answer was lost
+            head = self._s3("head_object", Bucket=self.bucket, Key=s3key)
+            if str(head.get("ETag", "")).strip('"') == expected:
+                return head
+            raise
+
     def delete(self, remote: RemoteFile) -> None:
-        self.fs.call_s3("delete_object", Bucket=self.bucket, Key=self._key(remote.key))
+        self._s3("delete_object", Bucket=self.bucket, Key=self._key(remote.key))

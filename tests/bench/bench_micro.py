@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import (BENCH, REPO, UNDER_TEST, GiB, MiB, cartsync_cmd, clean_env, human, local_manifest, log, max_rss_from_time_v,
+from benchlib import (BENCH, REPO, UNDER_TEST, MiB, cartsync_cmd, clean_env, human, local_manifest, log, max_rss_from_time_v,
                       median, nproc, run, s3_env, s3_manifest, secs, tiny_tree, write_random)
 
 WORKER = BENCH / "bench_worker.py"

@@ -243,7 +243,7 @@ def summarize(out: dict[str, Any]) -> dict[str, Any]:
 
 def table(out: dict[str, Any]) -> str:
     n_touch, n_change = len(out["touched"]), len(out["changed"])
-    head = ["tool", "(a) first sync", f"(b) no-op", f"(c) {n_touch} touched", f"(d) {n_change} changed",
+    head = ["tool", "(a) first sync", "(b) no-op", f"(c) {n_touch} touched", f"(d) {n_change} changed",
             "a: cs/peer", "b: cs/peer", "c: cs/peer", "d: cs/peer"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, t in out["tools"].items():

@@ -12,7 +12,6 @@ Not collected by pytest (no test_*.py names). See tests/bench/README.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -22,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import (GiB, KiB, MiB, RESULTS, UNDER_TEST, DatasetSpec, elapsed, find_peers, fmt_ratio,  # noqa: E402
+from benchlib import (GiB, MiB, RESULTS, UNDER_TEST, DatasetSpec, elapsed, find_peers, fmt_ratio,  # noqa: E402
                       freeze_cartsync, human, log, machine_info, secs, write_json)
 
 PARTS = ("sync", "hash", "plan", "rss", "zenodo")
