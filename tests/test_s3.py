@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from cartsync.backends.s3 import S3Backend
-from cartsync.inventory import HashCache
+from cartsync.inventory import HashCache, md5_file
 from cartsync.manifest import TargetConfig
-from conftest import write_manifest
+from cartsync.model import LocalFile
+from conftest import s3_md5s, write_manifest
 from test_contract import run_contract
 
 MiB = 2**20
@@ -227,3 +228,27 @@ def test_part_size_and_concurrency_are_configurable(s3, tmp_path, cli):
     assert code == 0, err
     assert s3.counts()["UploadPart"] == 4
     assert s3.list_objects(s3.bucket, "pc/")["pc/big.pmtiles"][1].endswith("-4")
+
+
+def test_data_bodies_are_not_hashed_twice_on_http(s3, tmp_path):
+    """Over plain http botocore would SHA-256 every body for the signature; cartsync's bodies carry a
+    signed Content-MD5 instead (as botocore itself does on https), and the server still checks them."""
+    target = TargetConfig(name="s3", url=f"s3://{s3.bucket}/unsigned", storage_options={"endpoint_url": s3.endpoint_url},
+                          part_size=5 * MiB)
+    backend = S3Backend(target, HashCache(tmp_path / "h.sqlite3"))
+    seen: list[tuple[str, str | None, str | None]] = []
+    backend.client.meta.events.register("before-send.s3", lambda request, **kw: seen.append(
+        (request.method, request.headers.get("x-amz-content-sha256"), request.headers.get("Content-MD5"))))
+    small = tmp_path / "small.bin"
+    small.write_bytes(os.urandom(1000))
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(11 * MiB))
+    for path in (small, big):
+        st = path.stat()
+        lf = LocalFile(path.name, path, st.st_size, md5_file(path), st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        backend.upload(lf, path.name, lambda n: None)
+    puts = [s for s in seen if s[0] == "PUT"]
+    assert len(puts) == 1 + 3
+    assert all(sha in (b"UNSIGNED-PAYLOAD", "UNSIGNED-PAYLOAD") for _, sha, _ in puts)
+    assert all(md5 for _, _, md5 in puts)
+    assert s3_md5s(s3, "unsigned") == {"small.bin": md5_file(small), "big.bin": md5_file(big)}

@@ -88,6 +88,10 @@ def botocore_client(options: Mapping[str, Any], pool: int) -> Any | None:
     opts = s3fs_options(options)
     client_kwargs = dict(opts["client_kwargs"])
     config_kwargs = {"max_pool_connections": pool, **opts["config_kwargs"]}
+    # Every data body (PutObject, UploadPart) carries Content-MD5, signed and checked by the server. botocore
+    # skips the SHA-256 payload hash for that case on https; on plain http (MinIO or Ceph on a cluster
+    # network) it would hash every byte once more.
+    config_kwargs.setdefault("s3", {"payload_signing_enabled": False})
     if opts.get("anon"):
         config_kwargs["signature_version"] = UNSIGNED
     if opts.get("endpoint_url"):
