@@ -140,12 +140,22 @@ def opened(manifest: Manifest, targets: list[TargetConfig], cache: inv.HashCache
 
 def plan_all(backends: list[Backend], files: list[SourceFile], cache: inv.HashCache,
              jobs: int | None = None) -> list[Plan]:
-    """Hash the source while every target is listed: the two read different things, and a listing is mostly
-    waiting for the server. Then one plan per target."""
+    """One plan per target. The source is surveyed (stat, cached hashes) while every target is listed;
+    then only the files whose plan depends on their content are hashed: those with a same-size copy on
+    a target. The rest are hashed when uploaded, overlapping the transfers."""
     with ThreadPoolExecutor(max_workers=len(backends) or 1, thread_name_prefix="list") as pool:
         listings = [pool.submit(b.list) for b in backends]
-        local = inventory(files, cache, jobs)
-        return [plan_target(b, b.target, local, pending.result()) for b, pending in zip(backends, listings)]
+        local = inv.survey(files, cache)
+        remotes = [pending.result() for pending in listings]
+    compared: set[str] = set()
+    for backend, remote in zip(backends, remotes):
+        mapping = backend.map_keys(backend.target, sorted(local))
+        compared |= {k for k, lf in local.items() if (r := remote.get(mapping[k])) is not None and r.size == lf.size}
+    local = inv.hash_missing(local, cache, jobs, keys=compared)
+    log.info("source: %d file(s), %s; hashed %s (%d cached, %d left for upload)", len(local),
+             human_size(sum(f.size for f in local.values())), human_size(cache.bytes_hashed), cache.hits,
+             sum(1 for f in local.values() if f.md5 is None))
+    return [plan_target(b, b.target, local, remote) for b, remote in zip(backends, remotes)]
 
 
 def apply_target(manifest: Manifest, target: TargetConfig, local: dict[str, LocalFile], cache: inv.HashCache,

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from .backends.base import Backend
 from .errors import CartsyncError, SourceChanged
-from .inventory import still_same
+from .inventory import hashed, still_same
 from .model import Action, Kind, Outcome, Plan, Report
 from .planner import is_catalog
 from .render import human_size
@@ -97,8 +97,10 @@ class Executor:
             if sent[0]:
                 bar.update(-sent[0])
                 sent[0] = 0
+            nonlocal local
             if not still_same(local):
                 raise SourceChanged(f"{local.key}: changed since it was hashed", "re-run to pick up the new content")
+            local = hashed(local, self.backend.cache)    # a new file: hashed here, while others upload
             self.backend.upload(local, action.key, progress)
             # The store verified what it received; make sure that is still what we hashed.
             if not still_same(local):

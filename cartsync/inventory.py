@@ -15,7 +15,7 @@ import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Collection, Iterable
 
 from .errors import CartsyncError, SourceChanged, SourceError
 from .model import LocalFile, SourceFile
@@ -142,43 +142,64 @@ def cached_digest(cache: HashCache, path: Path, kind: str, compute: Callable[[Pa
 
 def inventory(files: Iterable[SourceFile], cache: HashCache, jobs: int | None = None,
               on_bytes: Callable[[int], None] | None = None) -> dict[str, LocalFile]:
-    """LocalFile (size, md5, stat) for each selected file, keyed by key; cache hits inline, misses hashed
-    in parallel."""
-    def stat(sf: SourceFile) -> os.stat_result:
-        try:
-            return os.stat(sf.path)
-        except PermissionError:
-            raise SourceError(f"{sf.key}: not readable (permission denied)") from None
-        except FileNotFoundError:
-            raise SourceError(f"{sf.key}: disappeared while being read") from None
+    """LocalFile (size, md5, stat) for each selected file, keyed by key, every one hashed."""
+    return hash_missing(survey(files, cache), cache, jobs, on_bytes=on_bytes)
 
-    def one(sf: SourceFile) -> LocalFile:
-        try:
-            md5 = cached_digest(cache, sf.path, "md5", lambda p: md5_file(p, on_bytes))
-        except PermissionError:
-            raise SourceError(f"{sf.key}: not readable (permission denied)") from None
-        except FileNotFoundError:
-            raise SourceError(f"{sf.key}: disappeared while being read") from None
-        return _local_file(sf, stat(sf), md5)
 
-    files = list(files)
-    found: dict[str, LocalFile] = {}
-    todo: list[SourceFile] = []
+def _stat(key: str, path: Path) -> os.stat_result:
+    try:
+        return os.stat(path)
+    except PermissionError:
+        raise SourceError(f"{key}: not readable (permission denied)") from None
+    except FileNotFoundError:
+        raise SourceError(f"{key}: disappeared while being read") from None
+
+
+def survey(files: Iterable[SourceFile], cache: HashCache) -> dict[str, LocalFile]:
+    """Size and stat of each file, with its md5 where the cache has it for this very stat (else None)."""
+    out: dict[str, LocalFile] = {}
     for sf in files:
-        st = stat(sf)
+        st = _stat(sf.key, sf.path)
         md5 = cache.get(sf.path, st)
-        if md5 is None:
-            todo.append(sf)
-        else:
+        if md5 is not None:
             cache.hits += 1
-            found[sf.key] = _local_file(sf, st, md5)
-    if todo:
-        with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 2, thread_name_prefix="hash") as pool:
-            found.update((f.key, f) for f in pool.map(one, todo))
-    return {sf.key: found[sf.key] for sf in files}
+        out[sf.key] = _local_file(sf, st, md5)
+    return out
 
 
-def _local_file(sf: SourceFile, st: os.stat_result, md5: str) -> LocalFile:
+def hash_missing(local: dict[str, LocalFile], cache: HashCache, jobs: int | None = None,
+                 keys: Collection[str] | None = None,
+                 on_bytes: Callable[[int], None] | None = None) -> dict[str, LocalFile]:
+    """`local` with the md5 filled in, hashed in parallel, for `keys` (default: every file) that lack one."""
+    def one(lf: LocalFile) -> LocalFile:
+        try:
+            md5 = cached_digest(cache, lf.path, "md5", lambda p: md5_file(p, on_bytes))
+        except PermissionError:
+            raise SourceError(f"{lf.key}: not readable (permission denied)") from None
+        except FileNotFoundError:
+            raise SourceError(f"{lf.key}: disappeared while being read") from None
+        return _local_file(SourceFile(lf.key, lf.path), _stat(lf.key, lf.path), md5)
+
+    todo = [lf for k, lf in local.items() if lf.md5 is None and (keys is None or k in keys)]
+    if not todo:
+        return local
+    with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 2, thread_name_prefix="hash") as pool:
+        done = {f.key: f for f in pool.map(one, todo)}
+    return {k: done.get(k, lf) for k, lf in local.items()}
+
+
+def hashed(local: LocalFile, cache: HashCache) -> LocalFile:
+    """`local` with its md5: hashed now if the plan did not need it (through the cache, like the rest).
+    Raises SourceChanged if the file is no longer the one surveyed."""
+    if local.md5 is not None:
+        return local
+    md5 = cached_digest(cache, local.path, "md5", md5_file)
+    if not still_same(local):
+        raise SourceChanged(f"{local.key}: changed since the plan was made", "re-run to pick up the new content")
+    return LocalFile(local.key, local.path, local.size, md5, local.mtime_ns, local.ctime_ns, local.inode)
+
+
+def _local_file(sf: SourceFile, st: os.stat_result, md5: str | None) -> LocalFile:
     return LocalFile(sf.key, sf.path, st.st_size, md5, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 

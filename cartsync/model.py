@@ -16,12 +16,16 @@ class SourceFile:
 
 @dataclass(frozen=True)
 class LocalFile:
-    """A selected local file with its size and MD5, and the stat it was hashed at."""
+    """A selected local file with its size and MD5, and the stat it was hashed (or surveyed) at.
+
+    `md5` is None until the file is hashed: a file whose plan does not depend on its content (nothing of
+    that size on the target) is hashed when it is uploaded, where the hashing overlaps the transfers.
+    """
 
     key: str
     path: Path
     size: int
-    md5: str
+    md5: str | None
     mtime_ns: int = 0
     ctime_ns: int = 0
     inode: int = 0

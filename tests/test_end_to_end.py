@@ -178,3 +178,44 @@ def test_progress_bar_only_when_asked_or_on_a_terminal(tmp_path, dataset, capsys
     (dataset / "genes_all.pmtiles").write_bytes(b"x" * 10)
     engine.apply_target(m, m.targets[0], engine.local_inventory(m, cache), cache, engine.Options())
     assert capsys.readouterr().err == ""          # not a terminal: quiet
+
+
+def test_new_files_are_hashed_as_they_upload_and_once(tmp_path, dataset, cli):
+    """A plan hashes only files it must compare (a same-size copy on the target); new files are hashed by
+    the upload, into the same cache, so nothing is hashed twice and the re-run hashes nothing."""
+    from cartsync.render import human_size
+    m = manifest_for(tmp_path, dataset)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "genes_bin3.pmtiles").write_bytes(b"x" * (dataset / "genes_bin3.pmtiles").stat().st_size)
+    code, _, err = cli("-v", "plan", m)
+    assert code == 0, err
+    size = (dataset / "genes_bin3.pmtiles").stat().st_size
+    assert f"hashed {human_size(size)} (0 cached, 15 left for upload)" in err
+
+    code, out, err = cli("-v", "apply", m)
+    assert code == 0, err
+    assert "(1 cached, 15 left for upload)" in err
+    assert out.startswith("out: 15 created, 1 replaced, 0 deleted")
+    assert tree(tmp_path / "out") == {k: (dataset / k).read_bytes() for k in CATALOG_FILES}
+
+    code, out, err = cli("-v", "plan", m)
+    assert "hashed 0 B (16 cached, 0 left for upload)" in err and "No changes." in out
+
+
+def test_a_new_file_changed_after_the_plan_is_not_uploaded(tmp_path, dataset, cli, monkeypatch):
+    """A file first hashed at upload must still be the file the plan saw (size, times, inode)."""
+    from cartsync import inventory
+    m = manifest_for(tmp_path, dataset)
+    real_survey = inventory.survey
+
+    def survey_then_edit(files, cache):
+        out = real_survey(files, cache)
+        with open(dataset / "t12-f24-rgb.tsv", "ab") as f:     # edited after the survey, before its upload
+            f.write(b"late row\n")
+        return out
+
+    monkeypatch.setattr(inventory, "survey", survey_then_edit)
+    code, out, err = cli("apply", m)
+    assert code == 1
+    assert "FAILED t12-f24-rgb.tsv: changed since it was hashed" in out
+    assert not (tmp_path / "out" / "t12-f24-rgb.tsv").exists() and not (tmp_path / "out" / "catalog.yaml").exists()
