@@ -22,6 +22,7 @@ from .model import LocalFile, SourceFile
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
+WRITE_BATCH = 256
 
 
 def cache_dir() -> Path:
@@ -48,6 +49,8 @@ class HashCache:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path if path is not None else cache_dir() / "hashes.sqlite3"
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._pending: list[tuple] = []
         self.hits = self.misses = 0
         self.bytes_hashed = 0
         self._loaded: dict[str, dict[str, tuple]] = {}     # kind → path → (stat key, digest), read once
@@ -76,22 +79,46 @@ class HashCache:
                 # one query for the whole cache, not one per file: a re-plan of 100k files does 1 SELECT
                 self._loaded[kind] = {p: ((sz, mt, ct, ino), d) for p, sz, mt, ct, ino, d in self._db.execute(
                     "SELECT path, size, mtime_ns, ctime_ns, inode, digest FROM hashes WHERE kind=?", (kind,))}
+                self._loaded[kind].update((r[0], (r[2:6], r[6])) for r in self._pending if r[1] == kind)
             hit = self._loaded[kind].get(str(path))
         return hit[1] if hit is not None and hit[0] == _stat_key(st) else None
 
     def put(self, path: Path, st: os.stat_result, digest: str, kind: str = "md5") -> None:
+        """Remember a digest. Written in batches (and at close): a per-file transaction under the lock
+        held every upload thread up; a killed run loses at most one batch, which costs a re-hash."""
         if self._db is None:
             return
+        row = (str(path), kind, *_stat_key(st), digest)
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO hashes VALUES (?,?,?,?,?,?,?)",
-                             (str(path), kind, *_stat_key(st), digest))
+            self._pending.append(row)
             if kind in self._loaded:
-                self._loaded[kind][str(path)] = (_stat_key(st), digest)
+                self._loaded[kind][row[0]] = (_stat_key(st), digest)
+            if len(self._pending) < WRITE_BATCH:
+                return
+            rows, self._pending = self._pending, []
+        self._write(rows)
+
+    def _write(self, rows: list[tuple]) -> None:
+        with self._write_lock:
+            if self._db is None or not rows:
+                return
+            try:
+                self._db.execute("BEGIN")
+                self._db.executemany("INSERT OR REPLACE INTO hashes VALUES (?,?,?,?,?,?,?)", rows)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                log.warning("hash cache %s: could not record %d digest(s) (%s)", self.path, len(rows), exc)
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        with self._lock:
+            rows, self._pending = self._pending, []
+        self._write(rows)
+        with self._write_lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
 
 def md5_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> str:

@@ -78,3 +78,26 @@ def test_multipart_etag_matches_s3_rule(tmp_path):
     ps = 5 * 2**20
     parts = [hashlib.md5(data[i:i + ps]).digest() for i in range(0, len(data), ps)]
     assert multipart_etag(f, ps) == hashlib.md5(b"".join(parts)).hexdigest() + "-3"
+
+
+def test_cache_writes_are_batched_and_flushed_at_close(tmp_path):
+    """Digests are written in batches (per-file transactions stalled the upload threads) and all of them
+    reach the database by close()."""
+    from cartsync.inventory import WRITE_BATCH, HashCache
+    files = []
+    for i in range(WRITE_BATCH + 10):
+        p = tmp_path / f"f{i}"
+        p.write_bytes(b"%d" % i)
+        files.append(p)
+    db = tmp_path / "h.sqlite3"
+    cache = HashCache(db)
+    for p in files:
+        cache.put(p, p.stat(), f"d{p.name}")
+    import sqlite3
+    written = sqlite3.connect(db).execute("SELECT count(*) FROM hashes").fetchone()[0]
+    assert written == WRITE_BATCH                       # one batch so far; the rest waits for close
+    assert cache.get(files[-1], files[-1].stat()) == f"d{files[-1].name}"   # but is already visible
+    cache.close()
+    again = HashCache(db)
+    assert all(again.get(p, p.stat()) == f"d{p.name}" for p in files)
+    again.close()
