@@ -13,12 +13,14 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import yaml
 
 from .errors import CartsyncError, ManifestError
+
+if TYPE_CHECKING:
+    import jsonschema
 
 OVERWRITE_MODES = ("changed", "always", "never")
 DEFAULT_PART_SIZE = 8 * 2**20          # as the aws CLI uses
@@ -80,9 +82,29 @@ class Manifest:
         return self.path.with_name(self.path.stem + ".cartsync-state.json")
 
 
+def _schema_text() -> str:
+    return resources.files("cartsync").joinpath("schemas/manifest.schema.json").read_text()
+
+
 def schema() -> dict[str, Any]:
-    text = resources.files("cartsync").joinpath("schemas/manifest.schema.json").read_text()
-    return json.loads(text)
+    return json.loads(_schema_text())
+
+
+def _valid_marker(text: str) -> Path:
+    """Where a manifest's passing schema check is remembered: keyed by the manifest's and the schema's
+    bytes, so any edit to either checks again. Saves importing jsonschema (~50 ms) on every re-run."""
+    from .inventory import cache_dir
+    digest = hashlib.sha256(_schema_text().encode() + b"\0" + text.encode()).hexdigest()
+    return cache_dir() / "valid-manifests" / digest
+
+
+def _remember_valid(text: str) -> None:
+    marker = _valid_marker(text)
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    except OSError:
+        pass     # a cache that cannot be written only means checking again next time
 
 
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -248,7 +270,7 @@ def load(path: str | os.PathLike[str]) -> Manifest:
         where = f"{file}:{mark.line + 1}" if mark else str(file)
         problem = getattr(exc, "problem", None) or str(exc)
         raise ManifestError([f"{where}: not valid YAML: {problem}"], "check indentation and quoting") from None
-    return from_data(data, file, root)
+    return from_data(data, file, root, text)
 
 
 def _duplicate_keys(node: yaml.Node | None, path: list[Any]) -> list[tuple[int, list[Any], str]]:
@@ -268,21 +290,26 @@ def _duplicate_keys(node: yaml.Node | None, path: list[Any]) -> list[tuple[int, 
     return out
 
 
-def from_data(data: Any, file: Path, root: yaml.Node | None = None) -> Manifest:
-    """Validate manifest data (from YAML, or built in memory by upload-aws/upload-zenodo)."""
+def from_data(data: Any, file: Path, root: yaml.Node | None = None, text: str | None = None) -> Manifest:
+    """Validate manifest data (from YAML `text`, or built in memory by upload-aws/upload-zenodo)."""
     problems = _Problems(file, root)
     for line, path, message in _duplicate_keys(root, []):
         problems.add_line(line, path, message)
     if not isinstance(data, dict):
         problems.add([], f"expected a mapping with version, source and targets, got {_describe(data)}")
         raise ManifestError(problems.items)
-    validator = jsonschema.Draft202012Validator(schema())
-    for err in sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]):
-        _schema_problem(err, problems)
+    known_valid = text is not None and not problems.items and _valid_marker(text).exists()
+    if not known_valid:
+        import jsonschema
+        validator = jsonschema.Draft202012Validator(schema())
+        for err in sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]):
+            _schema_problem(err, problems)
     manifest = _build(file, data, problems)
     if problems.items:
         raise ManifestError(problems.sorted())
     assert manifest is not None
+    if text is not None and not known_valid:
+        _remember_valid(text)
     return manifest
 
 

@@ -140,3 +140,31 @@ def test_example_manifest_is_valid_and_schema_is_shipped():
     assert manifest.schema()["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert (REPO / "schemas" / "manifest.schema.json").read_text() == (
         REPO / "cartsync" / "schemas" / "manifest.schema.json").read_text()
+
+
+def test_a_passing_schema_check_is_remembered_by_content(tmp_path, monkeypatch):
+    """An unchanged manifest skips the JSON Schema check (and importing jsonschema) on re-runs; any edit
+    is checked again, and the checks that look at the disk run every time."""
+    import os
+    import sys
+    from pathlib import Path
+    (tmp_path / "src").mkdir()
+    path = tmp_path / "m.yaml"
+    path.write_text("version: 1\nsource: {dir: src}\ntargets:\n  - {name: web, url: out}\n")
+    manifest.load(path)
+    assert len(list((Path(os.environ["CARTSYNC_CACHE_DIR"]) / "valid-manifests").iterdir())) == 1
+
+    monkeypatch.setitem(sys.modules, "jsonschema", None)       # importing it now fails
+    assert manifest.load(path).targets[0].name == "web"
+
+    path.write_text("version: 1\nsource: {dir: src}\ntargets:\n  - {name: web, url: out, delete: 'yes'}\n")
+    with pytest.raises(ImportError):                           # an edit goes through the schema again
+        manifest.load(path)
+    monkeypatch.delitem(sys.modules, "jsonschema")
+    with pytest.raises(ManifestError, match="delete: expected true or false"):
+        manifest.load(path)
+
+    path.write_text("version: 1\nsource: {dir: src}\ntargets:\n  - {name: web, url: out}\n")
+    (tmp_path / "src").rmdir()
+    with pytest.raises(ManifestError, match="source.dir"):
+        manifest.load(path)
