@@ -56,7 +56,8 @@ class Executor:
             return report
         report.changes += self.backend.begin(plan)
         uploads = plan.uploads
-        data = [a for a in uploads if not is_catalog(a.key)]
+        # largest first: a big file started last would upload alone at the end while the rest sit idle
+        data = sorted((a for a in uploads if not is_catalog(a.key)), key=lambda a: -a.size)
         catalogs = [a for a in uploads if is_catalog(a.key)]
         deletes = plan.of(Kind.DELETE)
         total = sum(a.size for a in uploads)

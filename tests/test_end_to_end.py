@@ -219,3 +219,14 @@ def test_a_new_file_changed_after_the_plan_is_not_uploaded(tmp_path, dataset, cl
     assert code == 1
     assert "FAILED t12-f24-rgb.tsv: changed since it was hashed" in out
     assert not (tmp_path / "out" / "t12-f24-rgb.tsv").exists() and not (tmp_path / "out" / "catalog.yaml").exists()
+
+
+def test_largest_files_go_first_and_the_catalog_last(tmp_path, dataset, cli):
+    """Biggest first, so a large file never uploads alone at the end of a run; catalogs after all data."""
+    m = manifest_for(tmp_path, dataset)
+    code, _, err = cli("-v", "apply", m, "--jobs", "1")
+    assert code == 0, err
+    order = [line.split()[2] for line in err.splitlines() if line.startswith("INFO: create ")]
+    assert len(order) == 16 and order[-1] == "catalog.yaml"
+    sizes = [(dataset / k).stat().st_size for k in order[:-1]]
+    assert sizes == sorted(sizes, reverse=True)
