@@ -252,3 +252,21 @@ def test_data_bodies_are_not_hashed_twice_on_http(s3, tmp_path):
     assert all(sha in (b"UNSIGNED-PAYLOAD", "UNSIGNED-PAYLOAD") for _, sha, _ in puts)
     assert all(md5 for _, _, md5 in puts)
     assert s3_md5s(s3, "unsigned") == {"small.bin": md5_file(small), "big.bin": md5_file(big)}
+
+
+def test_https_to_a_plain_http_endpoint_says_tls_failed(s3, tmp_path, dataset, cli):
+    """A wrong scheme (or a private CA) is named as a TLS problem with a hint, not an unexpected error."""
+    endpoint = s3.endpoint_url.replace("http://", "https://")
+    m = write_manifest(tmp_path, f"""
+        version: 1
+        source: {{dir: cartload2, method: catalog}}
+        targets:
+          - name: web
+            url: s3://{s3.bucket}/tls
+            storage_options: {{endpoint_url: "{endpoint}"}}
+        """)
+    code, out, err = cli("plan", m)
+    error, hint = err.splitlines()[-2:]      # (the server, in this process, logs the garbled request)
+    assert code == 1 and out == ""
+    assert error.startswith(f"error: target web: TLS connection to {endpoint} failed: ")
+    assert hint == "hint: check the endpoint_url (https vs http); for a private CA set AWS_CA_BUNDLE"

@@ -7,6 +7,7 @@ Contract (checked by tests/test_contract.py against every backend):
 """
 from __future__ import annotations
 
+import ssl
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -100,9 +101,12 @@ _CONNECT_ERRORS = {"EndpointConnectionError", "ConnectTimeoutError", "ClientConn
 
 def unreachable(backend: Backend, exc: BaseException) -> BaseException:
     """After the retries: a network failure as one message that says where and what to check."""
+    where = backend.target.storage_options.get("endpoint_url") or backend.url
+    if isinstance(exc, ssl.SSLError) or type(exc).__name__ == "SSLError":
+        return RemoteError(f"target {backend.target.name}: TLS connection to {where} failed: {exc}",
+                           "check the endpoint_url (https vs http); for a private CA set AWS_CA_BUNDLE")
     if isinstance(exc, CartsyncError) or not is_retryable(exc):
         return exc
-    where = backend.target.storage_options.get("endpoint_url") or backend.url
     tries = backend.policy.attempts
     if type(exc).__name__ in _CONNECT_ERRORS or isinstance(exc, ConnectionError):
         return RemoteError(f"target {backend.target.name}: cannot connect to {where} (tried {tries} times)",

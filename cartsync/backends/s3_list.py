@@ -195,15 +195,20 @@ class Lister:
             query = {"list-type": "2", "prefix": prefix, "encoding-type": "url"}
             if token:
                 query["continuation-token"] = token
-            root = ElementTree.fromstring(self._get(query))
+            try:
+                root = ElementTree.fromstring(self._get(query))
+            except ElementTree.ParseError as exc:
+                raise Fallback(f"unreadable listing: {exc}") from None
             ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
             decode = unquote_plus if root.findtext(f"{ns}EncodingType") == "url" else str
             for item in root.iterfind(f"{ns}Contents"):
                 yield (decode(item.findtext(f"{ns}Key") or ""), int(item.findtext(f"{ns}Size") or 0),
                        (item.findtext(f"{ns}ETag") or "").strip('"'))
             token = root.findtext(f"{ns}NextContinuationToken")
-            if root.findtext(f"{ns}IsTruncated") != "true" or not token:
+            if root.findtext(f"{ns}IsTruncated") != "true":
                 return
+            if not token:     # a store that answered with a V1 listing: let botocore page it
+                raise Fallback("truncated listing without a continuation token")
 
 
 def _default_cafile() -> str | None:
