@@ -105,11 +105,12 @@ def unreachable(backend: Backend, exc: BaseException) -> BaseException:
     if isinstance(exc, ssl.SSLError) or type(exc).__name__ == "SSLError":
         return RemoteError(f"target {backend.target.name}: TLS connection to {where} failed: {exc}",
                            "check the endpoint_url (https vs http); for a private CA set AWS_CA_BUNDLE")
-    if isinstance(exc, CartsyncError) or not is_retryable(exc):
+    if not is_retryable(exc) or (isinstance(exc, CartsyncError) and not isinstance(exc, RemoteError)):
         return exc
     tries = backend.policy.attempts
     if type(exc).__name__ in _CONNECT_ERRORS or isinstance(exc, ConnectionError):
         return RemoteError(f"target {backend.target.name}: cannot connect to {where} (tried {tries} times)",
                            "check storage_options.endpoint_url, the network and proxy settings")
-    return RemoteError(f"target {backend.target.name}: listing {backend.url} failed {tries} times, last: "
-                       f"{type(exc).__name__}: {exc}", "re-run later; the store may be overloaded")
+    last = str(exc) if isinstance(exc, CartsyncError) else f"{type(exc).__name__}: {exc}"
+    return RemoteError(f"target {backend.target.name}: listing {backend.url} failed {tries} times, last: {last}",
+                       "re-run later; the store may be overloaded")

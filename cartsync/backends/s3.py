@@ -165,6 +165,8 @@ class S3Backend(Backend):
         except AuthError:
             raise self._denied() from None
         except CartsyncError as exc:
+            if isinstance(exc, RemoteError) and exc.retryable:     # still failing after the retries
+                raise unreachable(self, exc) from None
             if exc.message.startswith(f"target {self.target.name}:"):
                 raise
             raise RemoteError(f"target {self.target.name}: {exc.message}", exc.hint) from None
@@ -213,6 +215,9 @@ class S3Backend(Backend):
                     for o in page.get("Contents", [])]
             if not page.get("IsTruncated") or not page.get("NextContinuationToken"):
                 return out
+            if token.get("ContinuationToken") == page["NextContinuationToken"]:
+                raise RemoteError(f"target {self.target.name}: the store answered the same listing page twice",
+                                  "report this to the store's operators")
             token = {"ContinuationToken": page["NextContinuationToken"]}
 
     def _bucket_exists(self) -> bool:

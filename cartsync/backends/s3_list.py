@@ -60,7 +60,40 @@ def env_credentials(env: Mapping[str, str]) -> Credentials | None:
     key, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
     if not key or not secret:
         return None
-    return Credentials(key, secret, env.get("AWS_SESSION_TOKEN") or env.get("AWS_SECURITY_TOKEN") or None)
+    # botocore's EnvProvider looks at AWS_SECURITY_TOKEN first
+    return Credentials(key, secret, env.get("AWS_SECURITY_TOKEN") or env.get("AWS_SESSION_TOKEN") or None)
+
+
+# settings of the active profile in the AWS config file that change nothing here (credentials come from
+# the environment, which botocore prefers over the profile's); any other key (endpoint_url, ca_bundle,
+# s3 = …, services, use_fips_endpoint …) leaves the listing to botocore
+_CONFIG_KEYS_HARMLESS = {
+    "region", "output", "retry_mode", "max_attempts", "parameter_validation", "tcp_keepalive",
+    "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "role_arn", "source_profile",
+    "credential_source", "credential_process", "role_session_name", "external_id", "mfa_serial",
+    "duration_seconds", "web_identity_token_file", "sso_session", "sso_account_id", "sso_role_name",
+    "sso_region", "sso_start_url", "sso_registration_scopes", "metadata_service_timeout",
+    "metadata_service_num_attempts", "cli_pager", "cli_history", "cli_timestamp_format", "cli_binary_format",
+    "cli_auto_prompt", "cli_follow_urlparam",
+}
+
+
+def config_profile(env: Mapping[str, str]) -> dict[str, str] | None:
+    """The active profile's settings in the AWS config file ({} without one); None if it cannot be read."""
+    path = env.get("AWS_CONFIG_FILE") or os.path.expanduser("~/.aws/config")
+    if not os.path.exists(path):
+        return {}
+    import configparser
+    parser = configparser.RawConfigParser()
+    try:
+        parser.read(path, encoding="utf-8")
+    except (configparser.Error, OSError, UnicodeDecodeError):
+        return None
+    name = env.get("AWS_DEFAULT_PROFILE") or env.get("AWS_PROFILE") or "default"    # botocore's order
+    for section in ([f"profile {name}"] if name != "default" else ["default", "profile default"]):
+        if parser.has_section(section):
+            return dict(parser.items(section))
+    return {}
 
 
 def endpoint_for(options: Mapping[str, Any], bucket: str, env: Mapping[str, str] = os.environ) -> Endpoint | None:
@@ -75,21 +108,24 @@ def endpoint_for(options: Mapping[str, Any], bucket: str, env: Mapping[str, str]
     creds = None if anon else env_credentials(env)
     if creds is None and not anon:
         return None
+    profile = config_profile(env)
+    if profile is None or set(profile) - _CONFIG_KEYS_HARMLESS:
+        return None
     endpoint = options.get("endpoint_url") or client_kwargs.get("endpoint_url")
-    region = (options.get("region") or client_kwargs.get("region_name") or env.get("AWS_REGION")
-              or env.get("AWS_DEFAULT_REGION"))
+    # botocore's order: the client's region (s3fs puts `region` there unless client_kwargs has one),
+    # then AWS_DEFAULT_REGION, then the profile
+    region = (client_kwargs.get("region_name") or options.get("region") or env.get("AWS_DEFAULT_REGION")
+              or profile.get("region"))
     if endpoint:
         parts = urlsplit(str(endpoint))
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") \
-                or parts.query or parts.username or parts.password:
+        if parts.scheme not in ("http", "https") or not parts.hostname or ":" in parts.hostname \
+                or parts.path not in ("", "/") or parts.query or parts.username or parts.password:
             return None
-        if not region:
-            # botocore would read a region from the config file; without one it signs for us-east-1
-            config = env.get("AWS_CONFIG_FILE") or os.path.expanduser("~/.aws/config")
-            if os.path.exists(config):
-                return None
-            region = "us-east-1"
-        scheme, netloc, bucket_path = parts.scheme, parts.netloc, f"/{bucket}"
+        # http.client leaves a default port out of the Host header, and the signature must match it
+        default_port = 443 if parts.scheme == "https" else 80
+        netloc = parts.hostname if parts.port in (None, default_port) else f"{parts.hostname}:{parts.port}"
+        scheme, bucket_path = parts.scheme, f"/{bucket}"
+        region = region or "us-east-1"        # what botocore signs with for an endpoint and no region
     else:
         if not region or region.startswith("cn-") or not _DNS_BUCKET.match(bucket):
             return None
@@ -207,8 +243,9 @@ class Lister:
             token = root.findtext(f"{ns}NextContinuationToken")
             if root.findtext(f"{ns}IsTruncated") != "true":
                 return
-            if not token:     # a store that answered with a V1 listing: let botocore page it
-                raise Fallback("truncated listing without a continuation token")
+            if not token or token == query.get("continuation-token"):
+                # a V1-style answer, or a store going round in circles: botocore's paging decides
+                raise Fallback("truncated listing without a new continuation token")
 
 
 def _default_cafile() -> str | None:
