@@ -416,6 +416,9 @@ def freeze_cartsync(work: Path, rev: str | None = None) -> str:
         except (OSError, subprocess.CalledProcessError):
             commit, dirty = "unknown", False
         desc = f"working tree at {commit}{' with uncommitted changes' if dirty else ''} (frozen copy)"
+    # byte-compiled, as `pip install` leaves it (and the peers): without this every run would compile
+    # cartsync's sources again where PYTHONDONTWRITEBYTECODE is set
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(dest / "cartsync")], check=True, timeout=120)
     UNDER_TEST.update(path=str(dest), desc=desc, commit=commit)
     probe = subprocess.run([*_PY, "-c", "import cartsync; print(cartsync.__file__)"],
                            env=clean_env(), capture_output=True, text=True, timeout=60, cwd=str(work))
