@@ -77,8 +77,9 @@ def dataset_id_of(catalog: Path, fallback: str) -> str:
 
 def _select_one(source: SourceConfig, root: Path) -> list[SourceFile]:
     problems: list[str] = []
+    plain: set[str] = set()      # regular files the walk saw (scandir's d_type): no second lstat needed
     if source.method == "all":
-        candidates = list(_walk(root, problems))
+        candidates = list(_walk(root, problems, plain))
     elif source.method == "list":
         candidates = list(source.files)
     else:
@@ -94,6 +95,10 @@ def _select_one(source: SourceConfig, root: Path) -> list[SourceFile]:
     files: dict[str, SourceFile] = {}
     real_dirs: dict[str, str | None] = {}
     for rel in candidates:
+        # (a name that is not valid UTF-8 arrives surrogate-escaped, which is not printable: _checked says so)
+        if rel in plain and rel.isprintable() and os.access(os.path.join(root, rel), os.R_OK):
+            files[rel] = SourceFile(key=rel, path=root / rel)
+            continue
         f = _plain(root, rel, real_dirs) or _checked(root, rel, problems)
         if f is not None:
             files[f.key] = f
@@ -248,8 +253,9 @@ def _checked(root: Path, rel: str, problems: list[str]) -> SourceFile | None:
     return SourceFile(key=key, path=path)
 
 
-def _walk(root: Path, problems: list[str]) -> Iterator[str]:
-    """Every file under root as a relative POSIX path; follows folder symlinks only inside root, once."""
+def _walk(root: Path, problems: list[str], plain: set[str]) -> Iterator[str]:
+    """Every file under root as a relative POSIX path; follows folder symlinks only inside root, once.
+    Regular files (not symlinks) are also added to `plain`."""
     seen = {root}
     stack = [root]
     base = str(root).rstrip("/") + "/"
@@ -272,6 +278,8 @@ def _walk(root: Path, problems: list[str]) -> Iterator[str]:
                     seen.add(real)
                     stack.append(Path(entry.path))
             else:
+                if entry.is_file(follow_symlinks=False):
+                    plain.add(rel)
                 yield rel
 
 
