@@ -270,3 +270,16 @@ def test_https_to_a_plain_http_endpoint_says_tls_failed(s3, tmp_path, dataset, c
     assert code == 1 and out == ""
     assert error.startswith(f"error: target web: TLS connection to {endpoint} failed: ")
     assert hint == "hint: check the endpoint_url (https vs http); for a private CA set AWS_CA_BUNDLE"
+
+
+def test_unknown_profile_is_named(s3, tmp_path, dataset, cli, monkeypatch):
+    """A profile that is not in the AWS config is one clear error, before any request."""
+    (tmp_path / "aws-config").write_text("[profile lab]\nregion = us-east-1\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    m = s3_manifest(tmp_path, s3, "prof")
+    text = m.read_text().replace("storage_options:\n", "storage_options:\n    profile: labb\n")
+    m.write_text(text)
+    s3.reset_counts()
+    assert cli("plan", m) == (1, "", "error: target web: AWS profile 'labb' not found\n"
+                                     "hint: check storage_options.profile against ~/.aws/config\n")
+    assert s3.requests == []

@@ -122,7 +122,13 @@ class S3Backend(Backend):
 
     @functools.cached_property
     def client(self) -> Any | None:
-        return botocore_client(self.target.storage_options, pool=64)
+        try:
+            return botocore_client(self.target.storage_options, pool=64)
+        except Exception as exc:
+            if type(exc).__name__ != "ProfileNotFound":
+                raise
+            raise AuthError(f"target {self.target.name}: AWS profile {self.target.storage_options.get('profile')!r} "
+                            "not found", "check storage_options.profile against ~/.aws/config") from None
 
     def _s3(self, op: str, **kwargs: Any) -> Any:
         """One S3 API call: botocore's client where it can honour the storage_options, else s3fs."""
@@ -143,8 +149,7 @@ class S3Backend(Backend):
 
     @functools.cached_property
     def fs(self):
-        """s3fs (botocore underneath) for writes and the listings the fast path leaves to it; made on first
-        use, so a plan that lists through s3_list never pays for importing it."""
+        """s3fs, for storage_options only it understands (see botocore_client); made on first use."""
         import s3fs
         fs = s3fs.S3FileSystem(skip_instance_cache=True, **s3fs_options(self.target.storage_options))
         fs.retries = 1   # s3fs's own retry loop: once; cartsync's policy retries (and counts)
@@ -162,7 +167,9 @@ class S3Backend(Backend):
                 if not entries and not self.retrying(self._bucket_exists):
                     raise RemoteError(f"target {self.target.name}: bucket {self.bucket!r} does not exist",
                                       "create it first, or fix the bucket name in the url")
-        except AuthError:
+        except AuthError as exc:
+            if exc.message.startswith(f"target {self.target.name}:"):
+                raise                                   # already says what is wrong (e.g. an unknown profile)
             raise self._denied() from None
         except CartsyncError as exc:
             if isinstance(exc, RemoteError) and exc.retryable:     # still failing after the retries
