@@ -1,4 +1,8 @@
-"""The pipeline: manifest → selection → inventory → (per target) listing → plan → apply → report."""
+"""The pipeline: manifest → selection → inventory and listings → plan → apply → report.
+
+The listings (read-only) run while the source is surveyed; only files whose plan depends on their
+content are hashed before planning, the others as they upload. Only `execute` writes remotely.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -158,29 +162,9 @@ def plan_all(backends: list[Backend], files: list[SourceFile], cache: inv.HashCa
     return [plan_target(b, b.target, local, remote) for b, remote in zip(backends, remotes)]
 
 
-def apply_target(manifest: Manifest, target: TargetConfig, local: dict[str, LocalFile], cache: inv.HashCache,
-                 opts: Options) -> tuple[Plan, Report]:
-    with target_lock(manifest, target):
-        backend = open_backend(target, cache)
-        try:
-            plan = plan_target(backend, target, local)
-            report = execute(backend, plan, opts)
-        finally:
-            backend.close()
-    return plan, report
-
-
 def execute(backend: Backend, plan: Plan, opts: Options) -> Report:
     from .executor import Executor     # (and tqdm) only when something is applied
     return Executor(backend, RetryPolicy.from_env(), opts.jobs, opts.show_progress).run(plan)
-
-
-def plan_only(target: TargetConfig, local: dict[str, LocalFile], cache: inv.HashCache) -> Plan:
-    backend = open_backend(target, cache)
-    try:
-        return plan_target(backend, target, local)
-    finally:
-        backend.close()
 
 
 def cache_for(path: Path | None = None) -> inv.HashCache:

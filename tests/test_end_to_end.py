@@ -171,12 +171,16 @@ def test_progress_bar_only_when_asked_or_on_a_terminal(tmp_path, dataset, capsys
     from cartsync import engine, manifest
     m = manifest.load(manifest_for(tmp_path, dataset))
     cache = engine.cache_for()
-    local = engine.local_inventory(m, cache)
-    engine.apply_target(m, m.targets[0], local, cache, engine.Options(show_progress=True))
+
+    def apply(opts: engine.Options) -> None:
+        with engine.opened(m, list(m.targets), cache, lock=True) as backends:
+            [plan] = engine.plan_all(backends, engine.select(m), cache)
+            assert not engine.execute(backends[0], plan, opts).failed
+    apply(engine.Options(show_progress=True))
     err = capsys.readouterr().err
     assert "out: 100%" in err and "207k/207k" in err and "B/s]" in err   # 211.8 KB = 207 KiB
     (dataset / "genes_all.pmtiles").write_bytes(b"x" * 10)
-    engine.apply_target(m, m.targets[0], engine.local_inventory(m, cache), cache, engine.Options())
+    apply(engine.Options())
     assert capsys.readouterr().err == ""          # not a terminal: quiet
 
 
