@@ -665,7 +665,7 @@ def test_secret_key_never_in_reprs_or_errors():
     with socket.socket() as sock:         # a port that was free a moment ago: connecting is refused
         sock.bind(("127.0.0.1", 0))
         refused = f"127.0.0.1:{sock.getsockname()[1]}"
-    lister = s3_list.Lister(Endpoint("http", refused, "/b", "eu-west-2", creds), timeout=5)
+    lister = s3_list.Lister(Endpoint("http", refused, "/b", "eu-west-2", creds), connect_timeout=5)
     with pytest.raises(OSError) as info:
         list(lister.objects("p/"))
     errors.append(info.value)
@@ -676,3 +676,21 @@ def test_secret_key_never_in_reprs_or_errors():
                   "".join(traceback.format_exception(exc))]
     leaks = [t for t in texts if SECRET in t or TOKEN in t or "k9vw" in t]
     assert leaks == []
+
+
+def test_a_server_that_never_answers_times_out():
+    """The read timeout applies after the connection is made (the connect timeout is the shorter one)."""
+    import time
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    try:
+        creds = Credentials(AK, SECRET)
+        lister = s3_list.Lister(Endpoint("http", f"127.0.0.1:{server.getsockname()[1]}", "/b", "us-east-1", creds),
+                                connect_timeout=5, read_timeout=0.3)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            list(lister.objects("p/"))
+        assert time.monotonic() - started < 3
+    finally:
+        server.close()

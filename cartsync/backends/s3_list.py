@@ -176,18 +176,23 @@ def _error_code(body: bytes) -> str:
 class Lister:
     """One connection, reused across the pages of one listing."""
 
-    def __init__(self, ep: Endpoint, timeout: float = 120) -> None:
-        self.ep = ep
-        self.timeout = timeout
+    def __init__(self, ep: Endpoint, connect_timeout: float = 10, read_timeout: float = 120) -> None:
+        self.ep = ep     # the timeouts are cartsync's defaults for botocore too (s3.s3fs_options)
+        self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self._conn: http.client.HTTPConnection | None = None
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
             if self.ep.scheme == "https":
                 ctx = ssl.create_default_context(cafile=self.ep.cafile or _default_cafile())
-                self._conn = http.client.HTTPSConnection(self.ep.netloc, timeout=self.timeout, context=ctx)
+                conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                    self.ep.netloc, timeout=self.connect_timeout, context=ctx)
             else:
-                self._conn = http.client.HTTPConnection(self.ep.netloc, timeout=self.timeout)
+                conn = http.client.HTTPConnection(self.ep.netloc, timeout=self.connect_timeout)
+            conn.connect()       # (TLS handshake included) within the connect timeout; reads get longer
+            assert conn.sock is not None
+            conn.sock.settimeout(self.read_timeout)
+            self._conn = conn
         return self._conn
 
     def close(self) -> None:
@@ -200,8 +205,8 @@ class Lister:
         headers = sign_v4("GET", self.ep, path, query, datetime.datetime.now(datetime.timezone.utc))
         headers.pop("host")
         headers["User-Agent"] = "cartsync-list"
-        conn = self._connection()
         try:
+            conn = self._connection()
             conn.request("GET", f"{_quote(path, '/-_.~')}?{canonical_query(query)}", headers=headers)
             resp = conn.getresponse()
             body = resp.read()
