@@ -49,7 +49,7 @@ class HashCache:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path if path is not None else cache_dir() / "hashes.sqlite3"
         self._lock = threading.Lock()
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.Lock()      # guards the connection; taken after _lock, never before
         self._pending: list[tuple] = []
         self.hits = self.misses = 0
         self.bytes_hashed = 0
@@ -77,8 +77,10 @@ class HashCache:
         with self._lock:
             if kind not in self._loaded:
                 # one query for the whole cache, not one per file: a re-plan of 100k files does 1 SELECT
-                self._loaded[kind] = {p: ((sz, mt, ct, ino), d) for p, sz, mt, ct, ino, d in self._db.execute(
-                    "SELECT path, size, mtime_ns, ctime_ns, inode, digest FROM hashes WHERE kind=?", (kind,))}
+                with self._write_lock:      # one statement at a time on the shared connection
+                    rows = self._db.execute("SELECT path, size, mtime_ns, ctime_ns, inode, digest FROM hashes "
+                                            "WHERE kind=?", (kind,)).fetchall()
+                self._loaded[kind] = {p: ((sz, mt, ct, ino), d) for p, sz, mt, ct, ino, d in rows}
                 self._loaded[kind].update((r[0], (r[2:6], r[6])) for r in self._pending if r[1] == kind)
             hit = self._loaded[kind].get(str(path))
         return hit[1] if hit is not None and hit[0] == _stat_key(st) else None
