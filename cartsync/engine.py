@@ -42,7 +42,10 @@ def targets_of(manifest: Manifest, names: tuple[str, ...]) -> list[TargetConfig]
 
 def local_inventory(manifest: Manifest, cache: inv.HashCache, jobs: int | None = None,
                     targets: list[TargetConfig] | None = None) -> dict[str, LocalFile]:
-    return inventory(select(manifest, targets), cache, jobs)
+    local = inv.inventory(select(manifest, targets), cache, jobs)
+    log.info("source: %d file(s), %s; hashed %s (%d cached)", len(local),
+             human_size(sum(f.size for f in local.values())), human_size(cache.bytes_hashed), cache.hits)
+    return local
 
 
 def select(manifest: Manifest, targets: list[TargetConfig] | None = None) -> list[SourceFile]:
@@ -50,13 +53,6 @@ def select(manifest: Manifest, targets: list[TargetConfig] | None = None) -> lis
     files = selection.select(manifest.source)
     precheck(files, targets if targets is not None else list(manifest.targets))
     return files
-
-
-def inventory(files: list[SourceFile], cache: inv.HashCache, jobs: int | None = None) -> dict[str, LocalFile]:
-    local = inv.inventory(files, cache, jobs)
-    log.info("source: %d file(s), %s; hashed %s (%d cached)", len(local),
-             human_size(sum(f.size for f in local.values())), human_size(cache.bytes_hashed), cache.hits)
-    return local
 
 
 def precheck(files: list[SourceFile], targets: list[TargetConfig]) -> None:

@@ -8,14 +8,16 @@ else ~/.cache/cartsync.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
 import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Collection, Iterable
+from typing import Callable, Collection, Iterable, Iterator
 
 from .errors import CartsyncError, SourceChanged, SourceError
 from .model import LocalFile, SourceFile
@@ -175,13 +177,20 @@ def inventory(files: Iterable[SourceFile], cache: HashCache, jobs: int | None = 
     return hash_missing(survey(files, cache), cache, jobs, on_bytes=on_bytes)
 
 
-def _stat(key: str, path: Path) -> os.stat_result:
+@contextmanager
+def _reading(key: str) -> Iterator[None]:
+    """A source file that cannot be read, as the error that names it."""
     try:
-        return os.stat(path)
+        yield
     except PermissionError:
         raise SourceError(f"{key}: not readable (permission denied)") from None
     except FileNotFoundError:
         raise SourceError(f"{key}: disappeared while being read") from None
+
+
+def _stat(key: str, path: Path) -> os.stat_result:
+    with _reading(key):
+        return os.stat(path)
 
 
 def survey(files: Iterable[SourceFile], cache: HashCache) -> dict[str, LocalFile]:
@@ -201,12 +210,8 @@ def hash_missing(local: dict[str, LocalFile], cache: HashCache, jobs: int | None
                  on_bytes: Callable[[int], None] | None = None) -> dict[str, LocalFile]:
     """`local` with the md5 filled in, hashed in parallel, for `keys` (default: every file) that lack one."""
     def one(lf: LocalFile) -> LocalFile:
-        try:
+        with _reading(lf.key):
             md5 = cached_digest(cache, lf.path, "md5", lambda p: md5_file(p, on_bytes))
-        except PermissionError:
-            raise SourceError(f"{lf.key}: not readable (permission denied)") from None
-        except FileNotFoundError:
-            raise SourceError(f"{lf.key}: disappeared while being read") from None
         return _local_file(SourceFile(lf.key, lf.path), _stat(lf.key, lf.path), md5)
 
     todo = [lf for k, lf in local.items() if lf.md5 is None and (keys is None or k in keys)]
@@ -225,7 +230,7 @@ def hashed(local: LocalFile, cache: HashCache) -> LocalFile:
     md5 = cached_digest(cache, local.path, "md5", md5_file)
     if not still_same(local):
         raise SourceChanged(f"{local.key}: changed since the plan was made", "re-run to pick up the new content")
-    return LocalFile(local.key, local.path, local.size, md5, local.mtime_ns, local.ctime_ns, local.inode)
+    return dataclasses.replace(local, md5=md5)
 
 
 def _local_file(sf: SourceFile, st: os.stat_result, md5: str | None) -> LocalFile:

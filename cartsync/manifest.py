@@ -98,8 +98,7 @@ def _valid_marker(text: str) -> Path:
     return cache_dir() / "valid-manifests" / digest
 
 
-def _remember_valid(text: str) -> None:
-    marker = _valid_marker(text)
+def _remember_valid(marker: Path) -> None:
     try:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()
@@ -298,7 +297,8 @@ def from_data(data: Any, file: Path, root: yaml.Node | None = None, text: str | 
     if not isinstance(data, dict):
         problems.add([], f"expected a mapping with version, source and targets, got {_describe(data)}")
         raise ManifestError(problems.items)
-    known_valid = text is not None and not problems.items and _valid_marker(text).exists()
+    marker = _valid_marker(text) if text is not None else None
+    known_valid = marker is not None and not problems.items and marker.exists()
     if not known_valid:
         import jsonschema
         validator = jsonschema.Draft202012Validator(schema())
@@ -308,8 +308,8 @@ def from_data(data: Any, file: Path, root: yaml.Node | None = None, text: str | 
     if problems.items:
         raise ManifestError(problems.sorted())
     assert manifest is not None
-    if text is not None and not known_valid:
-        _remember_valid(text)
+    if marker is not None and not known_valid:
+        _remember_valid(marker)
     return manifest
 
 

@@ -95,11 +95,7 @@ def _select_one(source: SourceConfig, root: Path) -> list[SourceFile]:
     files: dict[str, SourceFile] = {}
     real_dirs: dict[str, str | None] = {}
     for rel in candidates:
-        # (a name that is not valid UTF-8 arrives surrogate-escaped, which is not printable: _checked says so)
-        if rel in plain and rel.isprintable() and os.access(os.path.join(root, rel), os.R_OK):
-            files[rel] = SourceFile(key=rel, path=root / rel)
-            continue
-        f = _plain(root, rel, real_dirs) or _checked(root, rel, problems)
+        f = _plain(root, rel, real_dirs, rel in plain) or _checked(root, rel, problems)
         if f is not None:
             files[f.key] = f
     if problems:
@@ -190,9 +186,16 @@ def _rel(path: Path, root: Path) -> str:
     return Path(rel).as_posix()
 
 
-def _plain(root: Path, rel: str, real_dirs: dict[str, str | None]) -> SourceFile | None:
+def _plain(root: Path, rel: str, real_dirs: dict[str, str | None], regular: bool = False) -> SourceFile | None:
     """The common case, cheaply: a readable regular file (not a symlink) in a folder that resolves inside
-    root. Anything else (None) goes through _checked, which explains what is wrong."""
+    root (`regular`: the walk already saw a regular file there). Anything else (None) goes through
+    _checked, which explains what is wrong."""
+    try:
+        rel.encode("utf-8")        # a name that is not valid UTF-8 arrives surrogate-escaped
+    except UnicodeEncodeError:
+        return None
+    if regular:                    # from the walk: a normalized path inside root, no symlink
+        return SourceFile(key=rel, path=root / rel) if os.access(os.path.join(root, rel), os.R_OK) else None
     if not rel or rel.startswith(("/", "~")) or "\\" in rel:
         return None
     parts = rel.split("/")
@@ -205,12 +208,13 @@ def _plain(root: Path, rel: str, real_dirs: dict[str, str | None]) -> SourceFile
     real_dir = real_dirs[folder]
     if real_dir is None:
         return None
+    path = os.path.join(real_dir, parts[-1])
     try:
-        rel.encode("utf-8")
-        st = os.lstat(os.path.join(real_dir, parts[-1]))
-    except (OSError, UnicodeEncodeError):
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
+    except OSError:
         return None
-    if not stat.S_ISREG(st.st_mode) or not os.access(os.path.join(real_dir, parts[-1]), os.R_OK):
+    if not os.access(path, os.R_OK):
         return None
     return SourceFile(key=rel, path=root / rel)
 

@@ -447,7 +447,7 @@ def test_catalog_naming_a_file_with_a_space(here, cli, dataset, s3):
 
 
 def test_empty_files_work_end_to_end(here, cli, s3, zenodo):
-    src = make_src(here / "src", {"empty.tsv": b"", "sub/also-empty.json": b"", "data.tsv": "x\n"})
+    make_src(here / "src", {"empty.tsv": b"", "sub/also-empty.json": b"", "data.tsv": "x\n"})
     empty_md5 = "d41d8cd98f00b204e9800998ecf8427e"
     s3_manifest(s3, src="src", method="all")
     code, out, err = cli("apply", "m.yaml")

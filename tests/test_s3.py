@@ -222,7 +222,7 @@ def test_storage_options_the_aws_way():
 
 
 def test_part_size_and_concurrency_are_configurable(s3, tmp_path, cli):
-    src = big_dataset(tmp_path, {"big.pmtiles": 23 * MiB})
+    big_dataset(tmp_path, {"big.pmtiles": 23 * MiB})
     m = s3_manifest(tmp_path, s3, "pc", src="big", method="all", part_size="6MiB", part_concurrency=2)
     code, out, err = cli("apply", m)
     assert code == 0, err
