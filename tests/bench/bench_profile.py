@@ -74,6 +74,26 @@ def _top(samples: list[tuple[list[str], int]], total: int, top: int, busy_only: 
     return out
 
 
+def _buckets(samples: list[tuple[list[str], int]], total: int, table: list[tuple[str, str]],
+             width: int) -> list[str]:
+    """One line per (label, needle) that some sampled stack contains: its inclusive share of `total`."""
+    out = []
+    for label, needle in table:
+        n = sum(c for frames, c in samples if any(needle in f for f in frames))
+        if n:
+            out.append(f"  {label:{width}s} {100 * n / total:5.1f}%")
+    return out
+
+
+def _leaves(samples: list[tuple[list[str], int]], total: int, top: int) -> list[str]:
+    """The leaf frames (self time) with the most samples."""
+    self_: collections.Counter[str] = collections.Counter()
+    for frames, c in samples:
+        if frames:
+            self_[frames[-1]] += c
+    return [f"  {100 * n / total:5.1f}%  {k}" for k, n in self_.most_common(top)]
+
+
 def summarize(raw: Path, top: int = 22) -> str:
     threads: dict[str, list[tuple[list[str], int]]] = collections.defaultdict(list)
     for line in raw.read_text(errors="replace").splitlines():
@@ -95,17 +115,9 @@ def summarize(raw: Path, top: int = 22) -> str:
     total = sum(c for _, c in main)
     lines = [f"main thread: {total} samples = wall time (200 Hz; idle frames included); "
              f"{len(threads)} thread(s) sampled", "", "phase (main thread)                       % of wall"]
-    for label, needle in PHASES:
-        n = sum(c for frames, c in main if any(needle in f for f in frames))
-        if n:
-            lines.append(f"  {label:40s} {100 * n / total:5.1f}%")
+    lines += _buckets(main, total, PHASES, 40)
     lines += ["", "top functions, main thread (inclusive % of wall time)"] + _top(main, total, top)
-    self_: collections.Counter[str] = collections.Counter()
-    for frames, c in main:
-        if frames:
-            self_[frames[-1]] += c
-    lines += ["", "top self time, main thread (leaf frames)"]
-    lines += [f"  {100 * n / total:5.1f}%  {k}" for k, n in self_.most_common(10)]
+    lines += ["", "top self time, main thread (leaf frames)"] + _leaves(main, total, 10)
     # the other threads: where they were busy (not waiting), as % of the main thread's wall time
     others = sorted(((t, s) for t, s in threads.items() if t != main_id),
                     key=lambda ts: -sum(c for fr, c in ts[1] if not _is_idle(fr)))
@@ -120,19 +132,18 @@ def summarize(raw: Path, top: int = 22) -> str:
 
 CPU_BUCKETS = [
     ("python start-up + imports", "_find_and_load"),
-    ("inventory md5 (md5_file)", "md5_file (cartsync/inventory.py)"),
-    ("multipart upload body: read + part md5 + whole-file md5", "read_part (cartsync/backends/s3.py)"),
-    ("  (part md5 in worker)", "_put_multipart.<locals>.worker (cartsync/backends/s3.py)"),
+    ("md5 of whole files (md5_file: before the plan or at upload)", "md5_file (cartsync/inventory.py)"),
+    ("multipart part workers (read + part md5 + send)", "_put_multipart.<locals>.worker (cartsync/backends/s3.py)"),
     ("botocore request signing (auth.py)", "botocore/auth.py"),
     ("botocore serialize + validate", "botocore/serialize.py"),
-    ("botocore/aiobotocore response parsing", "parsers.py"),
+    ("botocore response parsing", "botocore/parsers.py"),
     ("botocore event hooks (hooks.py)", "botocore/hooks.py"),
-    ("aiohttp (HTTP client)", "aiohttp/"),
-    ("s3fs call_s3 (all request work)", "S3FileSystem._call_s3 (s3fs/core.py)"),
-    ("fsspec sync bridge (thread -> event loop)", "sync (fsspec/asyn.py)"),
+    ("urllib3 + http.client (sending, connections)", "urllib3/"),
+    ("s3fs (only for storage_options only it knows)", "s3fs/core.py"),
+    ("listing without botocore (s3_list)", "cartsync/backends/s3_list.py"),
     ("hash cache (sqlite)", "HashCache."),
     ("selection", "select (cartsync/selection.py)"),
-    ("executor bookkeeping (still_same, progress)", "Executor._upload (cartsync/executor.py)"),
+    ("all upload work (Executor._upload, inclusive)", "Executor._upload (cartsync/executor.py)"),
 ]
 
 
@@ -147,16 +158,9 @@ def summarize_cpu(raw: Path, top: int = 25) -> str:
             samples.append(([_key(f) for f in frames], int(count)))
     total = sum(c for _, c in samples) or 1
     lines = [f"CPU samples, all threads: {total} (= CPU seconds x rate)", "", "bucket (inclusive, may overlap)"]
-    for label, needle in CPU_BUCKETS:
-        n = sum(c for frames, c in samples if any(needle in f for f in frames))
-        if n:
-            lines.append(f"  {label:58s} {100 * n / total:5.1f}%")
+    lines += _buckets(samples, total, CPU_BUCKETS, 64)
     lines += ["", "top functions (inclusive % of CPU samples)"] + _top(samples, total, top)
-    self_: collections.Counter[str] = collections.Counter()
-    for frames, c in samples:
-        if frames:
-            self_[frames[-1]] += c
-    lines += ["", "top self (leaf frames)"] + [f"  {100 * n / total:5.1f}%  {k}" for k, n in self_.most_common(12)]
+    lines += ["", "top self (leaf frames)"] + _leaves(samples, total, 12)
     return "\n".join(lines)
 
 
