@@ -1,4 +1,4 @@
-"""Command line: argparse only. The one place where errors become messages and exit codes."""
+"""Command line: argparse and dispatch to `commands`; the one place where errors become messages and exit codes."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,9 @@ import sys
 import traceback
 from typing import Callable, Sequence
 
-from . import __version__, engine, manifest as manifest_mod, render
+from . import __version__, compat
+from .cliflags import global_flags
+from .commands import cmd_apply, cmd_plan, cmd_validate
 from .errors import CartsyncError
 
 log = logging.getLogger("cartsync")
@@ -32,16 +34,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(1, f"{self.prog}: error: {message}\n")
 
 
-def _global_flags(p: argparse.ArgumentParser, here: bool) -> None:
-    """-v/-q/--debug work before or after the command."""
-    dflt = (lambda v: v) if here else (lambda v: argparse.SUPPRESS)
-    p.add_argument("-v", "--verbose", action="count", default=dflt(0), help="more detail (-vv: debug)")
-    p.add_argument("-q", "--quiet", action="store_true", default=dflt(False), help="only errors and the summary")
-    p.add_argument("--debug", action="store_true", default=dflt(False), help="tracebacks on errors")
-
-
 def _common(p: argparse.ArgumentParser) -> None:
-    _global_flags(p, here=False)
+    global_flags(p, here=False)
     p.add_argument("--target", action="append", default=[], metavar="NAME",
                    help="only this target (repeatable; default: all)")
     p.add_argument("--jobs", "-j", type=int, default=8, metavar="N", help="concurrent transfers (default 8)")
@@ -54,12 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
         "declaratively: write down what should be where; plan shows what would change; apply does only that.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"cartsync {__version__}")
-    _global_flags(parser, here=True)
+    global_flags(parser, here=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check the manifest and the source; no network")
     p.add_argument("manifest")
-    _global_flags(p, here=False)
+    global_flags(p, here=False)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("plan", help="show what apply would do; changes nothing")
@@ -75,72 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     p.set_defaults(func=cmd_apply)
 
-    from . import compat
     compat.add_parsers(sub)
     return parser
-
-
-def cmd_validate(args: argparse.Namespace) -> int:
-    from . import selection
-    m = manifest_mod.load(args.manifest)
-    files = selection.select(m.source)
-    print(f"{args.manifest}: valid; {len(files)} file(s) selected from {m.source.dir}; "
-          f"target(s): {', '.join(t.name for t in m.targets)}")
-    return 0
-
-
-def cmd_plan(args: argparse.Namespace) -> int:
-    m = manifest_mod.load(args.manifest)
-    return run_plan(m, args)
-
-
-def run_plan(m: manifest_mod.Manifest, args: argparse.Namespace) -> int:
-    targets = engine.targets_of(m, tuple(args.target))
-    cache = engine.cache_for()
-    try:
-        files = engine.select(m, targets)
-        with engine.opened(m, targets, cache, lock=False) as backends:
-            plans = engine.plan_all(backends, files, cache)
-    finally:
-        cache.close()
-    if args.json:
-        print(render.dumps({"plans": [render.plan_json(p) for p in plans]}))
-    else:
-        print("\n\n".join(render.plan_text(p, args.verbose > 0) for p in plans))
-    changed = any(p.has_changes for p in plans)
-    return 2 if changed and getattr(args, "detailed_exitcode", False) else 0
-
-
-def cmd_apply(args: argparse.Namespace) -> int:
-    m = manifest_mod.load(args.manifest)
-    return run_apply(m, args)
-
-
-def run_apply(m: manifest_mod.Manifest, args: argparse.Namespace) -> int:
-    if args.dry_run:
-        return run_plan(m, args)
-    opts = engine.Options(targets=tuple(args.target), jobs=args.jobs,
-                          show_progress=False if (args.no_progress or args.quiet or args.json) else None)
-    targets = engine.targets_of(m, opts.targets)
-    cache = engine.cache_for()
-    results = []
-    try:
-        files = engine.select(m, targets)
-        with engine.opened(m, targets, cache, lock=True) as backends:
-            plans = engine.plan_all(backends, files, cache)
-            for backend, plan in zip(backends, plans):
-                report = engine.execute(backend, plan, opts)
-                results.append((plan, report))
-                if not args.json and not args.quiet and plan.has_changes:
-                    print(render.plan_text(plan, args.verbose > 0), file=sys.stderr)
-                if not args.json:
-                    print(render.report_text(report) if plan.has_changes else
-                          f"{report.target}: no changes; {len(plan.actions)} file(s) up to date; 0 B sent.")
-    finally:
-        cache.close()
-    if args.json:
-        print(render.dumps({"reports": [render.report_json(r) for _, r in results]}))
-    return 1 if any(r.failed or r.skipped for _, r in results) else 0
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 import yaml
 
 from . import manifest as manifest_mod
+from .cliflags import global_flags
+from .commands import Output, options_from_args, run_apply
 from .errors import CartsyncError
 
 
@@ -67,8 +69,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _shared(p: argparse.ArgumentParser) -> None:
-    from .cli import _global_flags
-    _global_flags(p, here=False)
+    global_flags(p, here=False)
     p.add_argument("--print-manifest", action="store_true", help="print the equivalent manifest and exit")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -176,7 +177,6 @@ def cmd_upload_zenodo(args: argparse.Namespace) -> int:
 
 
 def run_translated(data: dict[str, Any], args: argparse.Namespace, what: str, as_path: Path | None = None) -> int:
-    from .cli import run_apply
     if args.print_manifest:
         sys.stdout.write("# cartsync manifest translated from `cartsync " + what + "`\n")
         sys.stdout.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
@@ -184,9 +184,8 @@ def run_translated(data: dict[str, Any], args: argparse.Namespace, what: str, as
     if getattr(args, "aws", None):
         print("note: --aws is not needed; cartsync talks to S3 itself", file=sys.stderr)
     m = manifest_mod.from_data(data, as_path or Path.cwd() / f"<{what} flags>")
-    ns = argparse.Namespace(target=[], jobs=getattr(args, "n_jobs", 8), json=args.json, dry_run=args.dry_run,
-                            no_progress=args.no_progress, quiet=args.quiet, verbose=args.verbose)
-    return run_apply(m, ns)
+    opts = options_from_args(args, jobs=getattr(args, "n_jobs", 8))
+    return run_apply(m, opts, Output.from_args(args), dry_run=args.dry_run)
 
 
 def cmd_upload_aws(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from . import inventory as inv
 from . import selection
@@ -31,9 +31,48 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Options:
+    """How to run: which targets (default all), how many concurrent transfers, whether to draw a progress bar
+    (None: only on a terminal)."""
+
     targets: tuple[str, ...] = ()
     jobs: int = 8
     show_progress: bool | None = None
+
+
+def plan(manifest: Manifest, options: Options) -> list[Plan]:
+    """One plan per selected target, in manifest order. Reads the source and lists the targets; writes
+    nothing anywhere but the local cache, and takes no lock."""
+    targets = targets_of(manifest, options.targets)
+    cache = cache_for()
+    try:
+        files = select(manifest, targets)
+        with opened(manifest, targets, cache, lock=False) as backends:
+            return plan_all(backends, files, cache)
+    finally:
+        cache.close()
+
+
+def apply(manifest: Manifest, options: Options, on_plan: Callable[[list[Plan]], None] | None = None,
+          on_report: Callable[[Plan, Report], None] | None = None) -> list[tuple[Plan, Report]]:
+    """Lock every selected target, plan them all, hand the plans to `on_plan` before the first write, then
+    execute target after target (`on_report` after each). Returns (plan, report) per target."""
+    targets = targets_of(manifest, options.targets)
+    cache = cache_for()
+    results: list[tuple[Plan, Report]] = []
+    try:
+        files = select(manifest, targets)
+        with opened(manifest, targets, cache, lock=True) as backends:
+            plans = plan_all(backends, files, cache)
+            if on_plan is not None:
+                on_plan(plans)
+            for backend, p in zip(backends, plans):
+                report = execute(backend, p, options)
+                results.append((p, report))
+                if on_report is not None:
+                    on_report(p, report)
+    finally:
+        cache.close()
+    return results
 
 
 def targets_of(manifest: Manifest, names: tuple[str, ...]) -> list[TargetConfig]:
