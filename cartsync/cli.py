@@ -40,6 +40,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="only this target (repeatable; default: all)")
     p.add_argument("--jobs", "-j", type=int, default=8, metavar="N", help="concurrent transfers (default 8)")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    p.add_argument("--shard", metavar="K/N", help="a collection only: publish shard K of N of its datasets "
+                   "(`slurm`: this job-array task's; default $CARTSYNC_SHARD)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,10 +6,12 @@ cartloader's flags into a manifest and calls `run_apply` like `cmd_apply` does.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 
 from . import engine, manifest as manifest_mod, render
+from . import shard as shard_mod
 from .model import Plan, Report
 
 
@@ -31,9 +33,11 @@ class Output:
 
 def options_from_args(args: argparse.Namespace, jobs: int | None = None) -> engine.Options:
     quiet_bar = getattr(args, "no_progress", False) or getattr(args, "quiet", False) or getattr(args, "json", False)
+    given = getattr(args, "shard", None)
+    shard = shard_mod.parse(given) if given else shard_mod.from_environment(os.environ)
     return engine.Options(targets=tuple(getattr(args, "target", None) or ()),
                           jobs=jobs if jobs is not None else getattr(args, "jobs", 8),
-                          show_progress=False if quiet_bar else None)
+                          show_progress=False if quiet_bar else None, shard=shard)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

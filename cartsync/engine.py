@@ -18,10 +18,11 @@ from typing import Callable, Iterator
 
 from . import inventory as inv
 from . import selection
+from . import shard as shard_mod
 from .backends import Backend, Features, backend_class, open_backend
 from .errors import LockedError, PlanError
 from .manifest import Manifest, TargetConfig
-from .model import LocalFile, Plan, RemoteFile, Report, SourceFile
+from .model import KeyRange, LocalFile, Plan, RemoteFile, Report, Scope, SourceFile
 from .planner import make_plan
 from .render import human_size
 from .retry import RetryPolicy
@@ -37,6 +38,7 @@ class Options:
     targets: tuple[str, ...] = ()
     jobs: int = 8
     show_progress: bool | None = None
+    shard: shard_mod.Shard | None = None     # a collection only: this process's share of the datasets
 
 
 def plan(manifest: Manifest, options: Options) -> list[Plan]:
@@ -45,9 +47,9 @@ def plan(manifest: Manifest, options: Options) -> list[Plan]:
     targets = targets_of(manifest, options.targets)
     cache = cache_for()
     try:
-        files = select(manifest, targets)
+        files, scope = scoped(manifest, select(manifest, targets), options.shard)
         with opened(manifest, targets, cache, lock=False) as backends:
-            return plan_all(backends, files, cache)
+            return plan_all(backends, files, cache, scope=scope)
     finally:
         cache.close()
 
@@ -60,9 +62,9 @@ def apply(manifest: Manifest, options: Options, on_plan: Callable[[list[Plan]], 
     cache = cache_for()
     results: list[tuple[Plan, Report]] = []
     try:
-        files = select(manifest, targets)
-        with opened(manifest, targets, cache, lock=True) as backends:
-            plans = plan_all(backends, files, cache)
+        files, scope = scoped(manifest, select(manifest, targets), options.shard)
+        with opened(manifest, targets, cache, lock=True, parts=lock_parts(manifest, files, scope)) as backends:
+            plans = plan_all(backends, files, cache, scope=scope)
             if on_plan is not None:
                 on_plan(plans)
             for backend, p in zip(backends, plans):
@@ -94,6 +96,51 @@ def select(manifest: Manifest, targets: list[TargetConfig] | None = None) -> lis
     return files
 
 
+def dataset_of(key: str) -> str:
+    """A collection key's dataset id (`<id>/<file>`)."""
+    return key.split("/", 1)[0]
+
+
+def scoped(manifest: Manifest, files: list[SourceFile],
+           shard: shard_mod.Shard | None) -> tuple[list[SourceFile], Scope]:
+    """The files this run publishes and the part of each target it owns (see model.Scope).
+
+    A shard takes its share of a collection's datasets (shard.share: the same split in every process);
+    a `datasets:` list owns just those. Only a run over a whole collection (or a plain dataset) owns the
+    whole target, and so only it deletes datasets that left the collection."""
+    src = manifest.source
+    if shard is not None and not src.collection:
+        raise PlanError("--shard splits a collection's datasets, but this source is one dataset",
+                        "set source.collection: true, or run without --shard")
+    if not src.collection:
+        return files, Scope()
+    sizes: dict[str, int] = {}
+    for f in files:
+        sizes[dataset_of(f.key)] = sizes.get(dataset_of(f.key), 0) + os.stat(f.path).st_size
+    if shard is None:
+        if not src.datasets:
+            return files, Scope()
+        return files, Scope(frozenset(sizes), "source.datasets lists them; datasets that left the list are not "
+                                              "deleted")
+    mine = frozenset(shard_mod.share(sizes, shard))
+    log.info("shard %s: %d of %d dataset(s), %s of %s", shard, len(mine), len(sizes),
+             human_size(sum(sizes[d] for d in mine)), human_size(sum(sizes.values())))
+    why = (f"shard {shard}: {len(mine)} of {len(sizes)} dataset(s); datasets that left the collection are "
+           "deleted only by a run over the whole collection, without --shard")
+    return [f for f in files if dataset_of(f.key) in mine], Scope(mine, why)
+
+
+def lock_parts(manifest: Manifest, files: list[SourceFile], scope: Scope) -> list[str]:
+    """What an apply locks on each target: "" is the whole target, an id one dataset. A scoped run (a
+    shard) locks its datasets; a run over a whole collection the target and every dataset, so it never runs
+    beside a shard while shards of one collection run side by side."""
+    if scope.datasets is not None:
+        return sorted(scope.datasets)
+    if manifest.source.collection:
+        return [""] + sorted({dataset_of(f.key) for f in files})
+    return [""]
+
+
 def precheck(files: list[SourceFile], targets: list[TargetConfig]) -> None:
     """Key clashes and target limits, from sizes alone: before hashing anything or sending a request."""
     limited = [(t, cls) for t in targets
@@ -107,14 +154,15 @@ def precheck(files: list[SourceFile], targets: list[TargetConfig]) -> None:
 
 
 def plan_target(backend: Backend, target: TargetConfig, local: dict[str, LocalFile],
-                remote: dict[str, RemoteFile] | None = None) -> Plan:
+                remote: dict[str, RemoteFile] | None = None, scope: Scope = Scope()) -> Plan:
     """Diff the target's listing (made here unless given) against the local inventory. Writes nothing remotely."""
     mapping = backend.map_keys(target, sorted(local))
     mapped = {mapping[k]: f for k, f in local.items()}
     remote = backend.list() if remote is None else remote
     remote = backend.resolve(remote, mapped)
     _check_limits(backend.features, {k: f.size for k, f in mapped.items()}, remote, target)
-    plan = make_plan(target.name, backend.url, mapped, remote, overwrite=target.overwrite, delete=target.delete)
+    plan = make_plan(target.name, backend.url, mapped, remote, overwrite=target.overwrite, delete=target.delete,
+                     scope=scope)
     return dataclasses.replace(plan, changes=backend.plan_changes(plan))
 
 
@@ -133,9 +181,11 @@ def _check_limits(feats: Features, local: dict[str, int], remote: dict, target: 
 
 
 @contextmanager
-def target_lock(manifest: Manifest, target: TargetConfig) -> Iterator[None]:
-    """One apply at a time per (manifest, target): a second one exits with a clear message."""
-    ident = hashlib.sha1(f"{manifest.path.resolve()}\0{target.name}".encode()).hexdigest()[:16]
+def target_lock(manifest: Manifest, target: TargetConfig, dataset: str = "") -> Iterator[None]:
+    """One apply at a time per (manifest, target[, dataset]): a second one exits with a clear message.
+    A run over a whole collection locks the target and every dataset; a shard locks only its datasets, so
+    shards run side by side but never beside a whole run."""
+    ident = hashlib.sha1(f"{manifest.path.resolve()}\0{target.name}\0{dataset}".encode()).hexdigest()[:16]
     folder = inv.cache_dir() / "locks"
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -148,7 +198,8 @@ def target_lock(manifest: Manifest, target: TargetConfig) -> Iterator[None]:
         except BlockingIOError:
             fh.seek(0)
             holder = fh.read().strip() or "another process"
-            raise LockedError(f"target {target.name} of {manifest.path} is being applied by {holder}",
+            what = f"dataset {dataset} of target {target.name}" if dataset else f"target {target.name}"
+            raise LockedError(f"{what} of {manifest.path} is being applied by {holder}",
                               "wait for that run to finish, then re-run") from None
         fh.seek(0)
         fh.truncate()
@@ -164,12 +215,14 @@ def target_lock(manifest: Manifest, target: TargetConfig) -> Iterator[None]:
 
 @contextmanager
 def opened(manifest: Manifest, targets: list[TargetConfig], cache: inv.HashCache,
-           lock: bool) -> Iterator[list[Backend]]:
-    """A backend per target, closed afterwards; with `lock`, every target locked first (see target_lock)."""
+           lock: bool, parts: list[str] | None = None) -> Iterator[list[Backend]]:
+    """A backend per target, closed afterwards; with `lock`, every target locked first, each of `parts`
+    (see lock_parts; default the whole target) with its own lock (see target_lock)."""
     with ExitStack() as stack:
         if lock:
             for t in targets:
-                stack.enter_context(target_lock(manifest, t))
+                for part in parts if parts is not None else [""]:
+                    stack.enter_context(target_lock(manifest, t, part))
         backends: list[Backend] = []
         stack.callback(lambda: [b.close() for b in backends])
         for t in targets:
@@ -178,12 +231,13 @@ def opened(manifest: Manifest, targets: list[TargetConfig], cache: inv.HashCache
 
 
 def plan_all(backends: list[Backend], files: list[SourceFile], cache: inv.HashCache,
-             jobs: int | None = None) -> list[Plan]:
+             jobs: int | None = None, scope: Scope = Scope()) -> list[Plan]:
     """One plan per target. The source is surveyed (stat, cached hashes) while every target is listed;
     then only the files whose plan depends on their content are hashed: those with a same-size copy on
     a target. The rest are hashed when uploaded, overlapping the transfers."""
     with ThreadPoolExecutor(max_workers=len(backends) or 1, thread_name_prefix="list") as pool:
-        listings = [pool.submit(b.list) for b in backends]
+        within = KeyRange.of(scope)
+        listings = [pool.submit(b.list, within) if within else pool.submit(b.list) for b in backends]
         local = inv.survey(files, cache)
         remotes = [pending.result() for pending in listings]
     compared: set[str] = set()
@@ -194,7 +248,7 @@ def plan_all(backends: list[Backend], files: list[SourceFile], cache: inv.HashCa
     log.info("source: %d file(s), %s; hashed %s (%d cached, %d left for upload)", len(local),
              human_size(sum(f.size for f in local.values())), human_size(cache.bytes_hashed), cache.hits,
              sum(1 for f in local.values() if f.md5 is None))
-    return [plan_target(b, b.target, local, remote) for b, remote in zip(backends, remotes)]
+    return [plan_target(b, b.target, local, remote, scope) for b, remote in zip(backends, remotes)]
 
 
 def execute(backend: Backend, plan: Plan, opts: Options) -> Report:

@@ -46,6 +46,36 @@ class RemoteFile:
         return dict(self.extra).get(name)
 
 
+@dataclass(frozen=True)
+class Scope:
+    """The part of a target one run owns. `datasets` None: every key under the target. Otherwise only the
+    keys of these collection datasets (`<id>/…`): a shard's share, or a manifest's `datasets:` list.
+    Remote files outside the scope are never deleted, replaced or planned; `why` says so in the plan."""
+
+    datasets: frozenset[str] | None = None
+    why: str = ""
+
+    def owns(self, key: str) -> bool:
+        return self.datasets is None or key.split("/", 1)[0] in self.datasets
+
+
+@dataclass(frozen=True)
+class KeyRange:
+    """Keys k with start_after < k < stop_at (relative to the target, byte order as S3 lists them):
+    what a listing may be limited to when a scope is a contiguous run of datasets."""
+
+    start_after: str
+    stop_at: str
+
+    @classmethod
+    def of(cls, scope: Scope) -> KeyRange | None:
+        if not scope.datasets:
+            return None
+        keys = sorted((d + "/").encode("utf-8") for d in scope.datasets)
+        # every key of dataset d lies in ("d/", "d0"): "0" follows "/" in byte order
+        return cls(keys[0].decode(), keys[-1][:-1].decode() + "0")
+
+
 class Kind(str, enum.Enum):
     CREATE = "create"
     REPLACE = "replace"

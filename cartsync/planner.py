@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from .model import Action, Change, Kind, LocalFile, Plan, RemoteFile
+from .model import Action, Change, Kind, LocalFile, Plan, RemoteFile, Scope
 
 CATALOG_NAME = "catalog.yaml"
 
@@ -34,7 +34,7 @@ def compare(local: LocalFile, remote: RemoteFile, overwrite: str) -> tuple[Kind,
 
 
 def make_plan(target: str, url: str, local: Mapping[str, LocalFile], remote: Mapping[str, RemoteFile], *,
-              overwrite: str = "changed", delete: bool = False,
+              overwrite: str = "changed", delete: bool = False, scope: Scope = Scope(),
               changes: tuple[Change, ...] = (), notes: tuple[str, ...] = ()) -> Plan:
     actions: list[Action] = []
     for key, lf in local.items():
@@ -44,7 +44,10 @@ def make_plan(target: str, url: str, local: Mapping[str, LocalFile], remote: Map
         else:
             kind, why = compare(lf, rf, overwrite)
             actions.append(Action(kind, key, lf.size, why, lf, rf))
-    orphans = sorted(set(remote) - set(local))
+    orphans = sorted(k for k in set(remote) - set(local) if scope.owns(k))
+    if scope.datasets is not None:
+        notes += (f"only this run's {len(scope.datasets)} dataset(s) are compared; everything else under the "
+                  f"target is left alone ({scope.why})",)
     if delete:
         actions += [Action(Kind.DELETE, k, remote[k].size, "not in source", None, remote[k]) for k in orphans]
     elif orphans:

@@ -16,7 +16,7 @@ from typing import Callable, Mapping, TypeVar
 from ..errors import CartsyncError, RemoteError
 from ..inventory import HashCache
 from ..manifest import TargetConfig
-from ..model import Change, LocalFile, Plan, RemoteFile, Report
+from ..model import Change, KeyRange, LocalFile, Plan, RemoteFile, Report
 from ..retry import RetryPolicy, is_retryable
 
 Progress = Callable[[int], None]
@@ -59,9 +59,11 @@ class Backend(ABC):
         return {k: k for k in keys}
 
     @abstractmethod
-    def list(self) -> dict[str, RemoteFile]:
+    def list(self, within: KeyRange | None = None) -> dict[str, RemoteFile]:
         """Every file under the target, keyed by relative key, from one (paginated) listing.
 
+        `within`: the caller needs only keys in that range (a shard's datasets); a backend may list just
+        that range (S3 does) or everything (the planner ignores keys outside its scope).
         A target that does not exist yet lists as empty. Never writes.
         """
 

@@ -20,7 +20,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from ..errors import RemoteError, VerifyError
 from ..inventory import CHUNK, cached_digest, md5_file
-from ..model import LocalFile, RemoteFile
+from ..model import KeyRange, LocalFile, RemoteFile
 from .base import Backend, Progress, unreachable
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class FsspecBackend(Backend):
     def path(self, key: str) -> str:
         return f"{self.root}/{key}"
 
-    def list(self) -> dict[str, RemoteFile]:
+    def list(self, within: KeyRange | None = None) -> dict[str, RemoteFile]:
         def find() -> dict[str, Any]:
             self.fs.invalidate_cache()
             try:

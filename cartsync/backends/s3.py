@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 from ..errors import AuthError, CartsyncError, RemoteError, SourceChanged, VerifyError
 from ..inventory import cached_digest, multipart_etag, still_same
-from ..model import LocalFile, Plan, RemoteFile
+from ..model import KeyRange, LocalFile, Plan, RemoteFile
 from ..selection import matches
 from . import s3_list
 from .base import Backend, Progress, unreachable
@@ -157,13 +157,15 @@ class S3Backend(Backend):
 
     # ---- reading -------------------------------------------------------------------------------
 
-    def list(self) -> dict[str, RemoteFile]:
+    def list(self, within: KeyRange | None = None) -> dict[str, RemoteFile]:
         prefix = self.prefix + "/" if self.prefix else ""
+        # a shard lists only its run of datasets: from just after `start_after` to `stop_at`, in key order
+        span = (prefix + within.start_after, prefix + within.stop_at) if within else None
         try:
             # the fast path reads NoSuchBucket from its answer; botocore's listing of a missing bucket is empty
-            entries = self._list_fast(prefix) if self._fast else None
+            entries = self._list_fast(prefix, span) if self._fast else None
             if entries is None:
-                entries = self.retrying(self._list_botocore)
+                entries = self.retrying(lambda: self._list_botocore(span))
                 if not entries and not self.retrying(self._bucket_exists):
                     raise RemoteError(f"target {self.target.name}: bucket {self.bucket!r} does not exist",
                                       "create it first, or fix the bucket name in the url")
@@ -196,12 +198,12 @@ class S3Backend(Backend):
         return AuthError(f"target {self.target.name}: access denied listing {self.url}",
                          "check the credentials (profile, environment) and the bucket policy")
 
-    def _list_fast(self, prefix: str) -> list[tuple[str, int, str]] | None:
+    def _list_fast(self, prefix: str, span: tuple[str, str] | None) -> list[tuple[str, int, str]] | None:
         """The listing through s3_list; None where botocore must list instead."""
         assert self._fast is not None
         lister = s3_list.Lister(self._fast)
         try:
-            return self.retrying(lambda: list(lister.objects(prefix)))
+            return self.retrying(lambda: list(lister.objects(prefix, *(span or ()))))
         except s3_list.Fallback as exc:
             log.debug("listing through botocore instead (%s)", exc)
             self._fast = None
@@ -209,23 +211,25 @@ class S3Backend(Backend):
         finally:
             lister.close()
 
-    def _list_botocore(self) -> list[tuple[str, int, str]]:
+    def _list_botocore(self, span: tuple[str, str] | None = None) -> list[tuple[str, int, str]]:
         prefix = self.prefix + "/" if self.prefix else ""
         out: list[tuple[str, int, str]] = []
-        token: dict[str, str] = {}
+        token: dict[str, str] = {"StartAfter": span[0]} if span else {}
         while True:
             try:
                 page = self._s3("list_objects_v2", Bucket=self.bucket, Prefix=prefix, **token)
             except FileNotFoundError:
                 return []
-            out += [(o["Key"], int(o.get("Size") or 0), str(o.get("ETag") or "").strip('"'))
-                    for o in page.get("Contents", [])]
-            if not page.get("IsTruncated") or not page.get("NextContinuationToken"):
+            entries = [(o["Key"], int(o.get("Size") or 0), str(o.get("ETag") or "").strip('"'))
+                       for o in page.get("Contents", [])]
+            out += [e for e in entries if not span or e[0] < span[1]]
+            if not page.get("IsTruncated") or not page.get("NextContinuationToken") or (
+                    span and entries and entries[-1][0] >= span[1]):
                 return out
             if token.get("ContinuationToken") == page["NextContinuationToken"]:
                 raise RemoteError(f"target {self.target.name}: the store answered the same listing page twice",
                                   "report this to the store's operators")
-            token = {"ContinuationToken": page["NextContinuationToken"]}
+            token = {"ContinuationToken": page["NextContinuationToken"]}   # (StartAfter only counts once)
 
     def _bucket_exists(self) -> bool:
         try:

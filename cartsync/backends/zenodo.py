@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import PlanError, RemoteError, VerifyError
-from ..model import Change, Kind, LocalFile, Plan, RemoteFile, Report
+from ..model import Change, KeyRange, Kind, LocalFile, Plan, RemoteFile, Report
 from .base import Backend, Features, Progress
 from .zenodo_client import ZenodoClient
 from .zenodo_meta import desired_metadata, metadata_diff
@@ -111,7 +111,7 @@ class ZenodoBackend(Backend):
                             + "\n  ".join(lines), "rename them, or publish each folder to its own deposition")
         return {k: k.rsplit("/", 1)[-1] for k in keys}
 
-    def list(self) -> dict[str, RemoteFile]:
+    def list(self, within: KeyRange | None = None) -> dict[str, RemoteFile]:
         dep_id = self.cfg.deposition
         if dep_id == "new":
             dep_id = str(self.state.read().get("deposition_id") or "")
