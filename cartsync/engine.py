@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from . import inventory as inv
-from . import selection
+from . import per_dataset, selection
 from . import shard as shard_mod
+from .per_dataset import dataset_of
 from .backends import Backend, Features, backend_class, open_backend
 from .errors import LockedError, PlanError
 from .manifest import Manifest, TargetConfig
@@ -44,10 +45,9 @@ class Options:
 def plan(manifest: Manifest, options: Options) -> list[Plan]:
     """One plan per selected target, in manifest order. Reads the source and lists the targets; writes
     nothing anywhere but the local cache, and takes no lock."""
-    targets = targets_of(manifest, options.targets)
     cache = cache_for()
     try:
-        files, scope = scoped(manifest, select(manifest, targets), options.shard)
+        files, scope, targets = prepared(manifest, options)
         with opened(manifest, targets, cache, lock=False) as backends:
             return plan_all(backends, files, cache, scope=scope)
     finally:
@@ -58,11 +58,10 @@ def apply(manifest: Manifest, options: Options, on_plan: Callable[[list[Plan]], 
           on_report: Callable[[Plan, Report], None] | None = None) -> list[tuple[Plan, Report]]:
     """Lock every selected target, plan them all, hand the plans to `on_plan` before the first write, then
     execute target after target (`on_report` after each). Returns (plan, report) per target."""
-    targets = targets_of(manifest, options.targets)
     cache = cache_for()
     results: list[tuple[Plan, Report]] = []
     try:
-        files, scope = scoped(manifest, select(manifest, targets), options.shard)
+        files, scope, targets = prepared(manifest, options)
         with opened(manifest, targets, cache, lock=True, parts=lock_parts(manifest, files, scope)) as backends:
             plans = plan_all(backends, files, cache, scope=scope)
             if on_plan is not None:
@@ -75,6 +74,20 @@ def apply(manifest: Manifest, options: Options, on_plan: Callable[[list[Plan]], 
     finally:
         cache.close()
     return results
+
+
+def prepared(manifest: Manifest, options: Options) -> tuple[list[SourceFile], Scope, list[TargetConfig]]:
+    """Selection, this run's share of it, and the targets it writes (a Zenodo target over a collection
+    expanded to one per dataset), checked against the targets' limits before hashing or any request."""
+    files, scope = scoped(manifest, selection.select(manifest.source), options.shard)
+    targets = per_dataset.expand(manifest, targets_of(manifest, options.targets), files)
+    precheck(files, targets)
+    return files, scope, targets
+
+
+def files_for(target: TargetConfig, keys: list[str]) -> list[str]:
+    """The keys a target publishes: a per-dataset target only its dataset's."""
+    return keys if target.dataset is None else [k for k in keys if dataset_of(k) == target.dataset]
 
 
 def targets_of(manifest: Manifest, names: tuple[str, ...]) -> list[TargetConfig]:
@@ -92,13 +105,8 @@ def local_inventory(manifest: Manifest, cache: inv.HashCache, jobs: int | None =
 def select(manifest: Manifest, targets: list[TargetConfig] | None = None) -> list[SourceFile]:
     """The source files, checked against the targets' limits: before hashing or any request."""
     files = selection.select(manifest.source)
-    precheck(files, targets if targets is not None else list(manifest.targets))
+    precheck(files, per_dataset.expand(manifest, targets if targets is not None else list(manifest.targets), files))
     return files
-
-
-def dataset_of(key: str) -> str:
-    """A collection key's dataset id (`<id>/<file>`)."""
-    return key.split("/", 1)[0]
 
 
 def scoped(manifest: Manifest, files: list[SourceFile],
@@ -149,15 +157,16 @@ def precheck(files: list[SourceFile], targets: list[TargetConfig]) -> None:
         return
     sizes = {f.key: os.stat(f.path).st_size for f in files}
     for target, cls in limited:
-        mapping = cls.map_keys(target, sorted(sizes))
-        _check_limits(cls.features, {mapping[k]: s for k, s in sizes.items()}, {}, target)
+        keys = files_for(target, sorted(sizes))
+        mapping = cls.map_keys(target, keys)
+        _check_limits(cls.features, {mapping[k]: sizes[k] for k in keys}, {}, target)
 
 
 def plan_target(backend: Backend, target: TargetConfig, local: dict[str, LocalFile],
                 remote: dict[str, RemoteFile] | None = None, scope: Scope = Scope()) -> Plan:
     """Diff the target's listing (made here unless given) against the local inventory. Writes nothing remotely."""
-    mapping = backend.map_keys(target, sorted(local))
-    mapped = {mapping[k]: f for k, f in local.items()}
+    mapping = backend.map_keys(target, files_for(target, sorted(local)))
+    mapped = {mapping[k]: local[k] for k in mapping}
     remote = backend.list() if remote is None else remote
     remote = backend.resolve(remote, mapped)
     _check_limits(backend.features, {k: f.size for k, f in mapped.items()}, remote, target)
@@ -221,7 +230,8 @@ def opened(manifest: Manifest, targets: list[TargetConfig], cache: inv.HashCache
     with ExitStack() as stack:
         if lock:
             for t in targets:
-                for part in parts if parts is not None else [""]:
+                # a per-dataset target (its name holds the dataset) takes one lock of its own
+                for part in parts if parts is not None and t.dataset is None else [""]:
                     stack.enter_context(target_lock(manifest, t, part))
         backends: list[Backend] = []
         stack.callback(lambda: [b.close() for b in backends])
@@ -242,8 +252,8 @@ def plan_all(backends: list[Backend], files: list[SourceFile], cache: inv.HashCa
         remotes = [pending.result() for pending in listings]
     compared: set[str] = set()
     for backend, remote in zip(backends, remotes):
-        mapping = backend.map_keys(backend.target, sorted(local))
-        compared |= {k for k, lf in local.items() if (r := remote.get(mapping[k])) is not None and r.size == lf.size}
+        mapping = backend.map_keys(backend.target, files_for(backend.target, sorted(local)))
+        compared |= {k for k, t in mapping.items() if (r := remote.get(t)) is not None and r.size == local[k].size}
     local = inv.hash_missing(local, cache, jobs, keys=compared)
     log.info("source: %d file(s), %s; hashed %s (%d cached, %d left for upload)", len(local),
              human_size(sum(f.size for f in local.values())), human_size(cache.bytes_hashed), cache.hits,

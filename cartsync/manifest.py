@@ -48,6 +48,7 @@ class TargetConfig:
     part_concurrency: int = 4
     headers: tuple[tuple[str, dict[str, str]], ...] = ()
     zenodo: ZenodoConfig | None = None
+    dataset: str | None = None        # a Zenodo target expanded over a collection: this dataset's (per_dataset)
 
 
 @dataclass(frozen=True)
@@ -360,7 +361,7 @@ def _build(file: Path, data: dict[str, Any], problems: _Problems) -> Manifest | 
                 problems.add(["targets", i, "name"], f"duplicate target name {name!r} (also targets[{seen[name]}])",
                              "give each target a unique name")
             seen.setdefault(name, i)
-        target = _build_target(t, i, base, problems, file)
+        target = _build_target(t, i, base, problems, file, collection=bool(src.get("collection")))
         if target is not None:
             targets.append(target)
     if problems.items or source_dir is None:
@@ -380,7 +381,8 @@ def marker_for(manifest: Path, target: str) -> str:
     return "cartsync:" + hashlib.sha1(f"{manifest.resolve()}\0{target}".encode()).hexdigest()[:16]
 
 
-def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems, file: Path) -> TargetConfig | None:
+def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems, file: Path,
+                  collection: bool = False) -> TargetConfig | None:
     has_url, z = "url" in t, t.get("zenodo")
     if has_url == (z is not None):
         problems.add(["targets", i], "needs exactly one of `url` (a store) or `zenodo` (a deposition)")
@@ -401,7 +403,9 @@ def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems, fi
             problems.add(["targets", i, "zenodo"], "give token_file or token_env, not both")
         meta = z.get("metadata") if isinstance(z.get("metadata"), dict) else {}
         if str(z.get("deposition", "new")) == "new":
-            for key in ("title", "upload_type", "description", "creators"):
+            # a collection's depositions take title and description from each dataset's catalog
+            needed = ("upload_type", "creators") if collection else ("title", "upload_type", "description", "creators")
+            for key in needed:
                 if key not in meta:
                     problems.add(["targets", i, "zenodo", "metadata"], f"missing {key!r}",
                                  "title, upload_type, description and creators are needed for a new deposition")

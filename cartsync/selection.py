@@ -103,6 +103,11 @@ def _select_one(source: SourceConfig, root: Path) -> list[SourceFile]:
     return sorted(files.values(), key=lambda f: f.key)
 
 
+def read_catalog(path: Path) -> dict[str, Any]:
+    """A catalog's top-level mapping (SourceError naming the file and line if it cannot be read)."""
+    return _read_catalog(path)
+
+
 def _read_catalog(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")

@@ -172,6 +172,7 @@ class ZenodoFake:
         self.max_bytes = 50 * 10**9  # §4: per record and per file; tests may lower it
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status); 0 = no response
         self.query_log: list[str] = []  # raw query strings, parallel to `requests`
+        self.request_times: list[float] = []  # time.time() of each request, parallel to `requests`
         self.faults_injected = 0
         self.bucket_delete_500 = False  # §1 zr#1408: bucket DELETE deletes, then answers 500
         self.bucket_list_500 = False  # §1: GET {bucket} listing answered 500 before the fix
@@ -332,6 +333,7 @@ class ZenodoFake:
     def _log(self, method: str, path: str, query: str, status: int) -> None:
         # Headers (Authorization included) are never recorded; a query-string token is masked.
         self.requests.append((method, path, status))
+        self.request_times.append(time.time())
         self.query_log.append(re.sub(r"(access_token=)[^&]*", r"\1REDACTED", query))
 
     def _send(self, h: _Handler, method: str, path: str, query: str, resp: Resp) -> None:

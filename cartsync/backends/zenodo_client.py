@@ -17,7 +17,9 @@ import requests
 
 from .. import __version__
 from ..errors import AuthError, CartsyncError, RemoteError
+from ..inventory import cache_dir
 from ..manifest import ZenodoConfig
+from .zenodo_budget import RateBudget
 
 log = logging.getLogger(__name__)
 API_TIMEOUT = (10, 60)
@@ -74,7 +76,9 @@ class ZenodoClient:
     def __init__(self, cfg: ZenodoConfig) -> None:
         self.base = cfg.url.rstrip("/") + "/api"
         self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {read_token(cfg)}"
+        token = read_token(cfg)
+        self.session.headers["Authorization"] = f"Bearer {token}"
+        self.budget = RateBudget(cache_dir(), cfg.url, token)     # shared by this machine's processes
         # Zenodo throttles anonymous python-requests traffic; say who we are.
         self.session.headers["User-Agent"] = f"cartsync/{__version__} (+zenodo deposit sync)"
         self.session.trust_env = False if cfg.url.startswith("http://127.0.0.1") else True
@@ -92,6 +96,7 @@ class ZenodoClient:
             time.sleep(min(wait, 60))
         url = self.url(path)
         shown = f"{method} {url.split('?', 1)[0]}"
+        self.budget.acquire()
         self.requests_made += 1
         try:
             resp = self.session.request(method, url, timeout=timeout, **kwargs)
