@@ -245,6 +245,7 @@ class ZenodoFake:
         with self._lock:
             self.requests.clear()
             self.query_log.clear()
+            self.request_times.clear()
 
     def count(self, method: str | None = None, path_prefix: str | None = None,
               status: int | None = None) -> int:

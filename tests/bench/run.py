@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (GiB, MiB, RESULTS, UNDER_TEST, DatasetSpec, elapsed, find_peers, fmt_ratio,  # noqa: E402
                       freeze_cartsync, human, log, machine_info, secs, write_json)
 
-PARTS = ("sync", "hash", "plan", "rss", "zenodo")
+PARTS = ("sync", "hash", "plan", "rss", "zenodo", "collection")
 
 
 def config(args: argparse.Namespace) -> dict[str, Any]:
@@ -37,6 +37,7 @@ def config(args: argparse.Namespace) -> dict[str, Any]:
             "hash": (4, 16 * MiB), "hash_reps": 1,
             "plan_counts": [1000, 3000], "plan_reps": {1000: 2, 3000: 1}, "plan_real_apply_max": 1000,
             "rss_size": 256 * MiB,
+            "collection": 20,
         }
     return {
         "reps": args.reps or 3,
@@ -46,6 +47,7 @@ def config(args: argparse.Namespace) -> dict[str, Any]:
         # 100k: one plan run (moto's listing alone takes ~1 min there); 20k: three
         "plan_counts": [20000, 100000], "plan_reps": {20000: 3, 100000: 1}, "plan_real_apply_max": 0,
         "rss_size": 2 * GiB,
+        "collection": 200,
     }
 
 
@@ -112,6 +114,44 @@ def evaluate(res: dict[str, Any]) -> list[dict[str, Any]]:
             ok = all(v["noop_ok"] and v["first_ok"] for v in z["counts"].values())
             add("Zenodo no-op <= 3 requests", (max(worst.values()) <= 3) if ok else False,
                 ", ".join(f"{n} files: {k}" for n, k in worst.items()) + ("" if ok else " (a run FAILED)"))
+    c = res.get("collection")
+    if c:
+        f = c["first"]
+        peers = {k: v["seconds"] for k, v in f.items() if k in ("aws", "s5cmd", "rclone") and v["ok"]}
+        cs = f.get("cartsync", {})
+        if peers and cs.get("ok"):
+            best = min(peers, key=peers.get)
+            x = cs["seconds"] / peers[best]
+            add(f"collection first sync <= 0.9x the fastest peer ({best})", x <= 0.9, fmt_ratio(x),
+                f"cartsync {secs(cs['seconds'])} (cpu {cs['cpu']:.1f} s) vs " +
+                ", ".join(f"{k} {secs(v)} (cpu {f[k]['cpu']:.1f} s)" for k, v in peers.items()))
+        if "ceiling" in f and cs.get("ok"):
+            x = cs["seconds"] / f["ceiling"]["seconds"]
+            add("collection first sync vs server ceiling (informational)", None, fmt_ratio(x),
+                f"ceiling {secs(f['ceiling']['seconds'])}")
+        if c.get("noop_plan") and c.get("list_floor"):
+            x = c["noop_plan"]["seconds"] / c["list_floor"]["seconds"]
+            add("collection no-op plan <= 1.2x one listing (s5cmd ls)", x <= 1.2, fmt_ratio(x),
+                f"plan {secs(c['noop_plan']['seconds'])}, {c['noop_plan']['list_requests']} listing request(s); "
+                f"s5cmd ls {secs(c['list_floor']['seconds'])}")
+        sh = c.get("shards")
+        if sh:
+            ok = sh["rc"] == [0] * sh["n"] and sh["max_per_key"] == 1 and sh["distinct"] == c["dataset"]["files"] \
+                and sh["lock_conflicts"] == 0
+            add(f"{sh['n']} shards together: every object once, no lock conflict", ok,
+                f"{sh['objects']} sent, {sh['distinct']}/{c['dataset']['files']} distinct, rc {sh['rc']}",
+                f"{secs(sh['seconds'])}; {sh['list_requests']} listing requests in all")
+            peaks = [p for p in sh["peak_rss"] if p]
+            add("peak RSS <= 200 MB per shard process", (max(peaks) <= 200e6) if peaks else None,
+                ", ".join(human(p) for p in peaks) or "not measured")
+    zc = res.get("zenodo_collection")
+    if zc:
+        add(f"Zenodo collection of {zc['datasets']}: {zc['datasets']} depositions", zc["depositions"] == zc["datasets"]
+            and zc["first_ok"], f"{zc['depositions']} made", "" if zc["error"] is None else zc["error"])
+        add("Zenodo collection no-op <= 2 requests per dataset", zc["noop_ok"] and
+            zc["noop_requests"] <= 2 * zc["datasets"], f"{zc['noop_requests']} requests")
+        add("Zenodo collection: no minute over 100 requests", zc["busiest_minute"] <= 100,
+            f"busiest minute {zc['busiest_minute']}")
     return rows
 
 
@@ -259,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     machine["cartsync_under_test"] = UNDER_TEST["desc"]
     log(f"machine: {machine['nproc']} cores, {machine['cpu_model']}, Python {machine['python']}")
-    peers = find_peers(install=not args.no_install) if "sync" in parts or "plan" in parts else None
+    peers = find_peers(install=not args.no_install) if {"sync", "plan", "collection"} & set(parts) else None
     if peers:
         for k, v in peers.versions.items():
             log(f"peer {k}: {v or 'NOT AVAILABLE (skipped)'}")
@@ -288,6 +328,12 @@ def main(argv: list[str] | None = None) -> int:
             res["rss"] = bench_micro.bench_rss(srv, work, cfg["rss_size"])
         if "zenodo" in parts:
             res["zenodo"] = bench_micro.bench_zenodo(work)
+        if "collection" in parts:
+            import bench_collection
+            if peers is None:
+                peers = find_peers(install=not args.no_install)
+            res["collection"] = bench_collection.run_collection(srv, peers, work, cfg["collection"])
+            res["zenodo_collection"] = bench_collection.run_zenodo_collection(work)
         if args.profile:
             import bench_profile
             res["profiles"] = bench_profile.run_profiles(srv, work, res, quick=args.quick)
