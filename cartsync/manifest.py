@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from . import yamlsafe
 from .errors import CartsyncError, ManifestError
 
 if TYPE_CHECKING:
@@ -263,14 +264,11 @@ def load(path: str | os.PathLike[str]) -> Manifest:
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError([f"{file}: cannot read: {exc}"]) from None
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{file}:{mark.line + 1}" if mark else str(file)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ManifestError([f"{where}: not valid YAML: {problem}"], "check indentation and quoting") from None
-    return from_data(data, file, root, text)
+        parsed = yamlsafe.parse(text)
+    except yamlsafe.YamlProblem as exc:
+        where = f"{file}:{exc.line}" if exc.line else str(file)
+        raise ManifestError([f"{where}: not valid YAML: {exc.problem}"], exc.hint) from None
+    return from_data(parsed.data, file, parsed.root, text)
 
 
 def _duplicate_keys(node: yaml.Node | None, path: list[Any]) -> list[tuple[int, list[Any], str]]:

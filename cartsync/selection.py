@@ -12,8 +12,7 @@ import stat
 from pathlib import Path
 from typing import Any, Iterator
 
-import yaml
-
+from . import yamlsafe
 from .errors import SourceError
 from .manifest import SourceConfig
 from .model import SourceFile
@@ -116,11 +115,10 @@ def _read_catalog(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise SourceError(f"{path}: cannot read catalog: {exc}") from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise SourceError(f"{path}{line}: catalog is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        data = yamlsafe.parse(text).data
+    except yamlsafe.YamlProblem as exc:
+        line = f":{exc.line}" if exc.line else ""
+        raise SourceError(f"{path}{line}: catalog is not valid YAML: {exc.problem}", exc.hint) from None
     if not isinstance(data, dict):
         raise SourceError(f"{path}: catalog must be a mapping, got {type(data).__name__ if data is not None else 'an empty file'}")
     return data

@@ -335,7 +335,8 @@ def test_unreadable_file(tmp_path, cli):
 
 
 @pytest.mark.parametrize("catalog,message", [
-    ("id: x\nassets: [unclosed\n", "{cat}:3: catalog is not valid YAML: expected ',' or ']', but got '<stream end>'"),
+    ("id: x\nassets: [unclosed\n", "{cat}:3: catalog is not valid YAML: expected ',' or ']', but got '<stream end>'\n"
+     "hint: check indentation and quoting"),
     ("- genes_all.pmtiles\n- genes_bin1.pmtiles\n", "{cat}: catalog must be a mapping, got list"),
     ("", "{cat}: catalog must be a mapping, got an empty file"),
     (b"id: x\nassets: {a: genes_all.pmtiles}\n# \xff\xfe\n",
