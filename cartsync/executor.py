@@ -20,16 +20,9 @@ from .inventory import hashed, still_same
 from .model import Action, Kind, Outcome, Plan, Report
 from .planner import is_catalog
 from .render import human_size
-from .retry import RetryPolicy
+from .retry import GaveUp, RetryPolicy, describe_error
 
 log = logging.getLogger(__name__)
-
-
-def describe_error(exc: BaseException) -> str:
-    if isinstance(exc, CartsyncError):
-        return exc.message
-    text = str(exc).strip() or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text
 
 
 def _without_key(text: str, *keys: str) -> str:
@@ -43,7 +36,7 @@ def _without_key(text: str, *keys: str) -> str:
 class Executor:
     def __init__(self, backend: Backend, policy: RetryPolicy, jobs: int = 4, show_progress: bool | None = None) -> None:
         self.backend = backend
-        self.policy = policy
+        self.policy = policy.sharing(backend.policy)    # one failure streak, one budget per target
         self.jobs = max(1, jobs)
         self.show_progress = sys.stderr.isatty() if show_progress is None else show_progress
 
@@ -73,7 +66,10 @@ class Executor:
                     report.skipped += deletes
                 else:
                     self._each(deletes, self._delete, report)
-        report.changes += self.backend.finish(report, not report.failed and not report.skipped)
+        try:
+            report.changes += self.backend.finish(report, not report.failed and not report.skipped)
+        except GaveUp as exc:      # the target went silent: the files' own errors already say so
+            log.warning("%s: closing calls skipped: %s", plan.target, exc.message)
         report.other_retries = self.backend.retries
         report.seconds = time.monotonic() - started
         return report
@@ -110,10 +106,9 @@ class Executor:
 
         def on_retry(exc: BaseException) -> None:
             outcome.retries += 1
-            log.info("retrying %s after: %s", action.key, describe_error(exc))
 
         try:
-            self.policy.call(attempt, on_retry)
+            self.policy.call(attempt, on_retry, what=action.key)
         except Exception as exc:  # noqa: BLE001 — every failure is reported per file, the others go on
             outcome.error = _without_key(describe_error(exc), action.key, local.key)
             log.debug("upload of %s failed", action.key, exc_info=True)
@@ -130,7 +125,8 @@ class Executor:
             outcome.retries += 1
 
         try:
-            self.policy.call(lambda: self.backend.delete(action.remote), on_retry)  # type: ignore[arg-type]
+            self.policy.call(lambda: self.backend.delete(action.remote), on_retry,  # type: ignore[arg-type]
+                             what=f"delete {action.key}")
         except Exception as exc:  # noqa: BLE001
             outcome.error = _without_key(describe_error(exc), action.key)
             return outcome

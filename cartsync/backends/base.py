@@ -46,7 +46,7 @@ class Backend(ABC):
         def counted(exc: BaseException) -> None:
             with self._count_lock:      # transfer threads retry their calls concurrently
                 self.retries += 1
-        return self.policy.call(fn, counted)
+        return self.policy.call(fn, counted, what=f"target {self.target.name}")
 
     @property
     def url(self) -> str:

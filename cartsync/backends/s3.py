@@ -22,6 +22,7 @@ from typing import Any, Mapping
 from ..errors import AuthError, CartsyncError, RemoteError, SourceChanged, VerifyError
 from ..inventory import cached_digest, multipart_etag, still_same
 from ..model import KeyRange, LocalFile, Plan, RemoteFile
+from ..retry import Timeouts
 from ..selection import matches
 from . import s3_list
 from .base import Backend, Progress, unreachable
@@ -55,8 +56,9 @@ def s3fs_options(options: Mapping[str, Any]) -> dict[str, Any]:
     if "region" in opts:
         client_kwargs.setdefault("region_name", opts.pop("region"))
     config_kwargs = dict(opts.pop("config_kwargs", {}) or {})
-    config_kwargs.setdefault("connect_timeout", 10)
-    config_kwargs.setdefault("read_timeout", 120)
+    timeouts = Timeouts.from_env()      # a silent server is abandoned after `idle` s; the retry budget ends the run
+    config_kwargs.setdefault("connect_timeout", timeouts.connect)
+    config_kwargs.setdefault("read_timeout", timeouts.idle)
     # cartsync's own retry policy is the one place that retries (and counts); botocore and s3fs try once.
     config_kwargs.setdefault("retries", {"total_max_attempts": 1, "mode": "standard"})
     # integrity comes from Content-MD5 (checked by the server) and the ETag; botocore's extra CRC32 pass

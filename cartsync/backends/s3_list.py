@@ -26,6 +26,7 @@ from urllib.request import getproxies_environment, proxy_bypass_environment
 from xml.etree import ElementTree
 
 from ..errors import AuthError, RemoteError
+from ..retry import Timeouts
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _DNS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
@@ -176,9 +177,11 @@ def _error_code(body: bytes) -> str:
 class Lister:
     """One connection, reused across the pages of one listing."""
 
-    def __init__(self, ep: Endpoint, connect_timeout: float = 10, read_timeout: float = 120) -> None:
-        self.ep = ep     # the timeouts are cartsync's defaults for botocore too (s3.s3fs_options)
-        self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
+    def __init__(self, ep: Endpoint, connect_timeout: float | None = None, read_timeout: float | None = None) -> None:
+        self.ep = ep     # by default the same timeouts as botocore's (s3.s3fs_options): idle = read
+        timeouts = Timeouts.from_env()
+        self.connect_timeout = timeouts.connect if connect_timeout is None else connect_timeout
+        self.read_timeout = timeouts.idle if read_timeout is None else read_timeout
         self._conn: http.client.HTTPConnection | None = None
 
     def _connection(self) -> http.client.HTTPConnection:

@@ -19,12 +19,11 @@ from .. import __version__
 from ..errors import AuthError, CartsyncError, RemoteError
 from ..inventory import cache_dir
 from ..manifest import ZenodoConfig
+from ..retry import Timeouts
 from .zenodo_budget import RateBudget
 
 log = logging.getLogger(__name__)
-API_TIMEOUT = (10, 60)
 _TOKEN_RE = re.compile(r"[\x21-\x7e]+")     # printable ASCII, no spaces: what an HTTP header can carry
-UPLOAD_TIMEOUT = (10, 600)     # connect, read: a multi-GB PUT may take minutes to be acknowledged
 
 
 def read_token(cfg: ZenodoConfig) -> str:
@@ -84,22 +83,27 @@ class ZenodoClient:
         self.session.trust_env = False if cfg.url.startswith("http://127.0.0.1") else True
         self.requests_made = 0
         self._pause_until = 0.0
+        self.timeouts = Timeouts.from_env()
 
     def url(self, path: str) -> str:
         return path if path.startswith("http") else self.base + path
 
-    def call(self, method: str, path: str, *, expect: tuple[int, ...] = (200, 201, 202, 204),
-             timeout: tuple[int, int] = API_TIMEOUT, **kwargs: Any) -> Any:
-        """One request; returns parsed JSON (or None). Raises RemoteError/AuthError, classified."""
+    def call(self, method: str, path: str, *, expect: tuple[int, ...] = (200, 201, 202, 204), **kwargs: Any) -> Any:
+        """One request; returns parsed JSON (or None). Raises RemoteError/AuthError, classified.
+
+        Every request, bucket PUTs included, is abandoned after the idle timeout without a byte
+        (requests' read timeout is per read, so a long upload that keeps moving is not cut)."""
         wait = self._pause_until - time.monotonic()
         if wait > 0:
+            if wait > 2:
+                log.info("Zenodo rate limit reached: waiting %.0f s before %s", min(wait, 60), method)
             time.sleep(min(wait, 60))
         url = self.url(path)
         shown = f"{method} {url.split('?', 1)[0]}"
         self.budget.acquire()
         self.requests_made += 1
         try:
-            resp = self.session.request(method, url, timeout=timeout, **kwargs)
+            resp = self.session.request(method, url, timeout=(self.timeouts.connect, self.timeouts.idle), **kwargs)
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise RemoteError(f"{shown}: {type(exc).__name__} (network)", retryable=True) from None
         except requests.exceptions.InvalidHeader:
@@ -147,8 +151,7 @@ class ZenodoClient:
         from urllib.parse import quote
         with open(path, "rb") as f:
             return self.call("PUT", f"{bucket_url}/{quote(key)}", data=_Reader(f, size, progress),
-                             headers={"Content-Type": "application/octet-stream"}, timeout=UPLOAD_TIMEOUT,
-                             expect=(200, 201))
+                             headers={"Content-Type": "application/octet-stream"}, expect=(200, 201))
 
     def close(self) -> None:
         self.session.close()
