@@ -7,7 +7,7 @@ import sys
 import traceback
 from typing import Callable, Sequence
 
-from . import __version__, compat
+from . import __version__, compat, interrupt
 from .cliflags import global_flags
 from .commands import cmd_apply, cmd_plan, cmd_validate
 from .errors import CartsyncError
@@ -95,7 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose, args.quiet)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return func(args)
+        with interrupt.handled():
+            return func(args)
     except CartsyncError as exc:
         if args.debug:
             traceback.print_exc()

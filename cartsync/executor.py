@@ -14,6 +14,7 @@ from typing import Callable
 
 from tqdm import tqdm
 
+from . import interrupt
 from .backends.base import Backend
 from .errors import CartsyncError, SourceChanged
 from .inventory import hashed, still_same
@@ -54,8 +55,9 @@ class Executor:
         catalogs = [a for a in uploads if is_catalog(a.key)]
         deletes = plan.of(Kind.DELETE)
         total = sum(a.size for a in uploads)
-        with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
-                  disable=not self.show_progress or total == 0, desc=plan.target, dynamic_ncols=True) as bar:
+        with interrupt.aborting(self.backend.interrupted), tqdm(
+                total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+                disable=not self.show_progress or total == 0, desc=plan.target, dynamic_ncols=True) as bar:
             self._each(data, lambda a: self._upload(a, bar), report)
             later = catalogs + deletes
             if report.failed:

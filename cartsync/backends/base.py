@@ -89,6 +89,10 @@ class Backend(ABC):
     def delete(self, remote: RemoteFile) -> None:
         """Remove one file. Only called for keys inside the target, after every upload succeeded."""
 
+    def interrupted(self) -> None:
+        """Ctrl-C during the transfers: abort what this run left open (called once, from another thread,
+        while transfers may still run, shortly before the process exits). Default: nothing to do."""
+
     def finish(self, report: Report, ok: bool) -> list[Change]:
         """Called once after all transfers (Zenodo: publish when asked and ok)."""
         return []

@@ -289,6 +289,9 @@ class S3Backend(Backend):
         self._abort_stale("this run")
         return []
 
+    def interrupted(self) -> None:
+        self._abort_stale("this run (interrupted)")
+
     def _abort_stale(self, who: str) -> None:
         prefix = self.prefix + "/" if self.prefix else ""
         try:
