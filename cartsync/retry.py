@@ -48,6 +48,16 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text
 
 
+def dns_failure(exc: BaseException) -> socket.gaierror | None:
+    """The name-resolution error behind `exc` (libraries wrap it two or three levels deep), if any."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None or isinstance(seen, socket.gaierror):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def is_retryable(exc: BaseException) -> bool:
     """Transient faults (connection errors, timeouts, 5xx, 429/408, checksum mismatch) are retried."""
     if not isinstance(exc, Exception):       # Ctrl-C, SystemExit
@@ -58,6 +68,9 @@ def is_retryable(exc: BaseException) -> bool:
         return exc.retryable
     if isinstance(exc, CartsyncError):
         return False
+    gai = dns_failure(exc)
+    if gai is not None:
+        return gai.errno in _RETRY_EAI      # "try again" (EAI_AGAIN); a name that does not exist stays wrong
     if isinstance(exc, (TimeoutError, socket.timeout, ConnectionError)):
         return True
     name = type(exc).__name__
@@ -65,7 +78,7 @@ def is_retryable(exc: BaseException) -> bool:
                 "EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError", "ConnectTimeoutError",
                 "ResponseStreamingError", "IncompleteReadError", "ServerDisconnectedError",
                 "ClientPayloadError", "ClientOSError", "ServerTimeoutError", "ClientConnectorError",
-                "ProtocolError", "IncompleteRead", "RemoteDisconnected"}:
+                "ProtocolError", "IncompleteRead", "RemoteDisconnected", "ProxyConnectionError", "ProxyError"}:
         return True
     if not isinstance(getattr(exc, "response", None), dict) and isinstance(
             getattr(exc.__cause__, "response", None), dict):
@@ -75,8 +88,6 @@ def is_retryable(exc: BaseException) -> bool:
         code = str(response.get("Error", {}).get("Code", ""))
         status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0
         return code in _RETRY_CODES or status >= 500 or status in (408, 429)
-    if isinstance(exc, socket.gaierror):
-        return exc.errno in _RETRY_EAI      # "try again"; a name that does not exist stays wrong
     if isinstance(exc, OSError) and not isinstance(exc, (PermissionError, FileNotFoundError)):
         return exc.errno in _RETRY_ERRNOS or exc.errno == errno.EAGAIN
     cause = exc.__cause__ or exc.__context__

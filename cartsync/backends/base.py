@@ -12,12 +12,13 @@ import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable, Mapping, TypeVar
+from urllib.parse import urlsplit
 
 from ..errors import CartsyncError, RemoteError
 from ..inventory import HashCache
 from ..manifest import TargetConfig
 from ..model import Change, KeyRange, LocalFile, Plan, RemoteFile, Report
-from ..retry import RetryPolicy, is_retryable
+from ..retry import RetryPolicy, dns_failure, is_retryable
 
 Progress = Callable[[int], None]
 T = TypeVar("T")
@@ -105,15 +106,35 @@ _CONNECT_ERRORS = {"EndpointConnectionError", "ConnectTimeoutError", "ClientConn
                    "ConnectionError", "ConnectTimeout"}
 
 
+def proxy_for(url: str) -> str:
+    """host:port of the proxy the environment sets for `url` (never its user or password)."""
+    from urllib.request import getproxies
+    proxy = getproxies().get(urlsplit(url).scheme or "https", "")
+    parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+
+
+PROXY_HINT = "check HTTPS_PROXY / HTTP_PROXY (and NO_PROXY) in the environment, or unset them"
+
+
 def unreachable(backend: Backend, exc: BaseException) -> BaseException:
     """After the retries: a network failure as one message that says where and what to check."""
     where = backend.target.storage_options.get("endpoint_url") or backend.url
     if isinstance(exc, ssl.SSLError) or type(exc).__name__ == "SSLError":
         return RemoteError(f"target {backend.target.name}: TLS connection to {where} failed: {exc}",
                            "check the endpoint_url (https vs http); for a private CA set AWS_CA_BUNDLE")
+    tries = backend.policy.attempts
+    gai = dns_failure(exc)
+    if gai is not None:
+        host = urlsplit(where).hostname if "://" in where else where
+        again = f"; tried {tries} times" if is_retryable(gai) else ""
+        return RemoteError(f"target {backend.target.name}: cannot resolve the host name {host!r} ({gai.strerror}{again})",
+                           "check the host in storage_options.endpoint_url (or the url), and the network's DNS")
+    if "Proxy" in type(exc).__name__:
+        return RemoteError(f"target {backend.target.name}: cannot reach the proxy {proxy_for(where)} on the way to "
+                           f"{where} (tried {tries} times)", PROXY_HINT)
     if not is_retryable(exc) or (isinstance(exc, CartsyncError) and not isinstance(exc, RemoteError)):
         return exc
-    tries = backend.policy.attempts
     if type(exc).__name__ in _CONNECT_ERRORS or isinstance(exc, ConnectionError):
         return RemoteError(f"target {backend.target.name}: cannot connect to {where} (tried {tries} times)",
                            "check storage_options.endpoint_url, the network and proxy settings")

@@ -222,6 +222,8 @@ class S3Backend(Backend):
                 page = self._s3("list_objects_v2", Bucket=self.bucket, Prefix=prefix, **token)
             except FileNotFoundError:
                 return []
+            if "Name" not in page:       # every ListObjectsV2 answer names its bucket; an HTML page parses to {}
+                raise s3_list.not_s3(self.target.storage_options.get("endpoint_url") or "the S3 endpoint")
             entries = [(o["Key"], int(o.get("Size") or 0), str(o.get("ETag") or "").strip('"'))
                        for o in page.get("Contents", [])]
             out += [e for e in entries if not span or e[0] < span[1]]

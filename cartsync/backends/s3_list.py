@@ -174,6 +174,13 @@ def _error_code(body: bytes) -> str:
         return ""
 
 
+def not_s3(where: str) -> RemoteError:
+    """A 200 answer that is not an S3 listing: a captive portal, a login page, another service. Not retried."""
+    return RemoteError(f"{where} is not an S3 server: it answered the listing with something else (a captive "
+                       "portal or a login page?)", "check storage_options.endpoint_url, and whether this network "
+                       "needs a sign-in first")
+
+
 class Lister:
     """One connection, reused across the pages of one listing."""
 
@@ -243,11 +250,16 @@ class Lister:
                 query["continuation-token"] = token
             elif start_after:
                 query["start-after"] = start_after
+            body = self._get(query)
             try:
-                root = ElementTree.fromstring(self._get(query))
+                root = ElementTree.fromstring(body)
             except ElementTree.ParseError as exc:
+                if body.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html")):
+                    raise not_s3(f"{self.ep.scheme}://{self.ep.netloc}") from None
                 raise Fallback(f"unreadable listing: {exc}") from None
             ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+            if root.tag[len(ns):] != "ListBucketResult":
+                raise not_s3(f"{self.ep.scheme}://{self.ep.netloc}")
             decode = unquote_plus if root.findtext(f"{ns}EncodingType") == "url" else str
             for item in root.iterfind(f"{ns}Contents"):
                 key = decode(item.findtext(f"{ns}Key") or "")

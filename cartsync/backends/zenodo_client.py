@@ -12,6 +12,7 @@ import stat
 import time
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
+from urllib.parse import urlsplit
 
 import requests
 
@@ -19,7 +20,8 @@ from .. import __version__
 from ..errors import AuthError, CartsyncError, RemoteError
 from ..inventory import cache_dir
 from ..manifest import ZenodoConfig
-from ..retry import Timeouts
+from ..retry import Timeouts, dns_failure, is_retryable
+from .base import PROXY_HINT, proxy_for
 from .zenodo_budget import RateBudget
 
 log = logging.getLogger(__name__)
@@ -105,6 +107,13 @@ class ZenodoClient:
         try:
             resp = self.session.request(method, url, timeout=(self.timeouts.connect, self.timeouts.idle), **kwargs)
         except (requests.ConnectionError, requests.Timeout) as exc:
+            gai = dns_failure(exc)
+            if gai is not None:
+                raise RemoteError(f"{shown}: cannot resolve the host name {urlsplit(url).hostname!r} ({gai.strerror})",
+                                  "check zenodo.url and the network's DNS", retryable=is_retryable(gai)) from None
+            if isinstance(exc, requests.exceptions.ProxyError):
+                raise RemoteError(f"{shown}: cannot reach the proxy {proxy_for(url)}", PROXY_HINT,
+                                  retryable=True) from None
             raise RemoteError(f"{shown}: {type(exc).__name__} (network)", retryable=True) from None
         except requests.exceptions.InvalidHeader:
             # its text would hold the header's value, i.e. the token: say nothing of it
@@ -116,6 +125,12 @@ class ZenodoClient:
             try:
                 return resp.json()
             except ValueError:
+                if "html" in resp.headers.get("Content-Type", "").lower() or resp.content.lstrip()[:1] == b"<":
+                    # a login page, a captive portal, a web site: asking again will not make it Zenodo
+                    raise RemoteError(f"{self.base[:-4]} is not a Zenodo server: {shown} answered {resp.status_code} "
+                                      "with an HTML page, not Zenodo's API (a login page or a captive portal?)",
+                                      "check zenodo.url (https://zenodo.org or https://sandbox.zenodo.org), and "
+                                      "whether this network needs a sign-in first") from None
                 raise RemoteError(f"{shown}: answered {resp.status_code} with a body that is not JSON",
                                   retryable=True) from None
         raise self._error(shown, resp)
