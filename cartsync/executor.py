@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from . import interrupt
 from .backends.base import Backend
-from .errors import CartsyncError, SourceChanged
+from .errors import SourceChanged
 from .inventory import hashed, still_same
 from .model import Action, Kind, Outcome, Plan, Report
 from .planner import is_catalog

@@ -72,7 +72,7 @@ def _handle(signum: int, frame: object) -> None:
     with _lock:
         busy = bool(_hooks)
     _say(f"interrupted ({name}): stopping; " + ("aborting the transfers in flight and this run's unfinished "
-         f"uploads (press Ctrl-C again to quit at once)" if busy else "nothing was being written"))
+         "uploads (press Ctrl-C again to quit at once)" if busy else "nothing was being written"))
     worker = threading.Thread(target=_run_hooks, name="abort", daemon=True)
     worker.start()
     worker.join(ABORT_SECONDS)     # interruptible: a second signal runs this handler again and quits

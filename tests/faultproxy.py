@@ -87,7 +87,7 @@ class _ClientGone(Exception):
 
 
 class _Request:
-    __slots__ = ("method", "target", "version", "headers", "rfile", "sock")
+    __slots__ = ("method", "target", "version", "headers", "rfile", "sock", "chunk")
 
     def __init__(self, method: str, target: str, version: str, headers: http.client.HTTPMessage, rfile: Any, sock: socket.socket):
         self.method = method
@@ -96,6 +96,7 @@ class _Request:
         self.headers = headers
         self.rfile = rfile
         self.sock = sock
+        self.chunk = _BODY_CHUNK
 
     @property
     def chunked(self) -> bool:
@@ -156,7 +157,7 @@ class _Request:
             if limit is not None:
                 remaining = min(remaining, limit)
             while remaining > 0:
-                data = self.rfile.read(min(remaining, _BODY_CHUNK))
+                data = self.rfile.read(min(remaining, self.chunk))
                 if not data:
                     raise _ClientGone("eof in body")
                 remaining -= len(data)
@@ -184,6 +185,13 @@ class _Server(socketserver.ThreadingTCPServer):
     def __init__(self, addr: tuple[str, int], handler: Any, proxy: "FaultProxy"):
         self.proxy = proxy
         super().__init__(addr, handler)
+
+    def server_bind(self) -> None:
+        if self.proxy.throttle:
+            # a small receive window, as on a slow link: the client's sends wait for the link, instead of
+            # megabytes vanishing into loopback buffers at once (accepted sockets inherit it)
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        super().server_bind()
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -250,7 +258,10 @@ class _Handler(socketserver.BaseRequestHandler):
         if target.startswith(("http://", "https://")):  # absolute-form: keep path+query
             u = urllib.parse.urlsplit(target)
             target = (u.path or "/") + (("?" + u.query) if u.query else "")
-        return _Request(method.upper(), target, version, headers, self.rfile, self.sock)
+        req = _Request(method.upper(), target, version, headers, self.rfile, self.sock)
+        if self.proxy.throttle:
+            req.chunk = 1024
+        return req
 
     def _send(self, data: bytes) -> None:
         try:
@@ -319,6 +330,8 @@ class _Handler(socketserver.BaseRequestHandler):
                 conn.endheaders()
                 for data in req.iter_body_raw():
                     conn.send(data)
+                    if proxy.throttle:          # a slow link: the client's body moves at `throttle` B/s
+                        time.sleep(len(data) / proxy.throttle)
             except _ClientGone:
                 raise
             except OSError:
@@ -418,6 +431,8 @@ class FaultProxy:
     methods        None (all) or a set of HTTP methods that may be faulted
     path_filter    None or callable(target) -> bool; only matching targets may be faulted
     stall_seconds  how long "stall" keeps the client waiting before closing
+    throttle       (at construction) request bodies move at this many bytes/s, through a small
+                   receive window: a slow link
     max_faults     None or a cap on the number of random faults injected in total
     """
 
@@ -436,6 +451,7 @@ class FaultProxy:
         port: int = 0,
         idle_timeout: float = 120.0,
         upstream_timeout: float = 120.0,
+        throttle: float | None = None,
     ):
         u = urllib.parse.urlsplit(upstream_url)
         if u.scheme != "http":
@@ -449,6 +465,7 @@ class FaultProxy:
         self.port: int | None = None
         self.idle_timeout = idle_timeout
         self.upstream_timeout = upstream_timeout
+        self.throttle = throttle   # bytes/s for request bodies (read in 1 KiB steps), None: full speed
 
         self._lock = threading.Lock()
         self._rng = random.Random(seed)

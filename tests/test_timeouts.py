@@ -141,6 +141,8 @@ def test_retry_after_past_the_budget_fails_at_once(tmp_path, zenodo, monkeypatch
 @pytest.mark.slow
 def test_at_default_settings_a_silent_request_is_abandoned_after_60_s(tmp_path, monkeypatch):
     """One 60 s wait, three clients at once: the S3 fast path, botocore, and Zenodo's requests."""
+    for name in ("CARTSYNC_IDLE_TIMEOUT", "CARTSYNC_CONNECT_TIMEOUT", "CARTSYNC_RETRY_BUDGET"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ZT", "test-token-zz9")
     servers = [StallServer() for _ in range(3)]
     try:
@@ -150,8 +152,6 @@ def test_at_default_settings_a_silent_request_is_abandoned_after_60_s(tmp_path, 
         data["targets"].append({"name": "doi", "zenodo": {"url": zen.url, "token_env": "ZT", "metadata": {
             "title": "Silent", "upload_type": "dataset", "description": "d", "creators": ["Doe, Jane"]}}})
         path.write_text(yaml.safe_dump(data))
-        for name in ("CARTSYNC_IDLE_TIMEOUT", "CARTSYNC_CONNECT_TIMEOUT", "CARTSYNC_RETRY_BUDGET"):
-            monkeypatch.delenv(name, raising=False)
         code, _, err = run(["plan", "m.yaml"], tmp_path, {"CARTSYNC_RETRY_ATTEMPTS": "1"}, timeout=200)
         assert code == 1, err
         for server in servers:
