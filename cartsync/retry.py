@@ -22,8 +22,9 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import tenacity
 
@@ -248,7 +249,10 @@ class RetryPolicy:
 
     def _gave_up(self, last: BaseException | None, what: str, tries: list[int]) -> GaveUp:
         budget = f"no answer within the retry budget ({_span(self.budget)})"
-        text = f"{what}: {budget}; last: {describe_error(last)}" if tries[0] and last else f"{what}: not tried: {budget}"
+        if tries[0] and last:
+            text = f"{what}: {budget}; last: {describe_error(last)}"
+        else:
+            text = f"{what}: not tried: {budget}"
         return GaveUp(text, "check that the server is up and reachable; CARTSYNC_IDLE_TIMEOUT and "
                       "CARTSYNC_RETRY_BUDGET set how long cartsync waits (see the README)")
 

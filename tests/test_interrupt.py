@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, catalog_dataset, s3_md5s
 from faultproxy import FaultProxy
 

@@ -11,7 +11,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from conftest import write_manifest, zenodo_manifest
 
 PORTAL = b"<!DOCTYPE html><html><body><form action='/login'>Sign in to the hotel Wi-Fi</form></body></html>"

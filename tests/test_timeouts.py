@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from cartsync.retry import RetryPolicy, Timeouts
 from conftest import REPO, zenodo_manifest
 from s3server import aws_env
 from stallserver import StallServer
+
+from cartsync.retry import RetryPolicy, Timeouts
 
 SHORT = {"CARTSYNC_IDLE_TIMEOUT": "1", "CARTSYNC_CONNECT_TIMEOUT": "0.5", "CARTSYNC_RETRY_BUDGET": "6"}
 HINT = ("hint: check that the server is up and reachable; CARTSYNC_IDLE_TIMEOUT and CARTSYNC_RETRY_BUDGET set "
@@ -72,7 +72,8 @@ def test_silent_s3_listing_is_abandoned_retried_and_given_up_on(tmp_path, stall,
     assert (code, out) == (1, "")
     *logs, error, hint = err.splitlines(keepends=True)
     last = ("TimeoutError: timed out" if path == "fast" else
-            f'ReadTimeoutError: Read timeout on endpoint URL: "{stall.url}/bkt?list-type=2&prefix=web%2F&encoding-type=url"')
+            f'ReadTimeoutError: Read timeout on endpoint URL: "{stall.url}/bkt?list-type=2&prefix=web%2F'
+            '&encoding-type=url"')
     assert error == f"error: target web: no answer within the retry budget (6 s); last: {last}\n"
     assert hint == HINT
     retries = [line for line in logs if "; try " in line]

@@ -76,8 +76,8 @@ def test_deep_catalog_is_refused(tmp_path, depth, line):
     local_manifest(tmp_path)
     code, out, err = run("apply", "m.yaml", cwd=tmp_path)
     assert (code, out) == (1, "")
-    assert err == (f"error: {src.resolve()}/catalog.yaml:{line}: catalog is not valid YAML: nested more than 100 levels "
-                   "deep\nhint: flatten the structure\n")
+    assert err == (f"error: {src.resolve()}/catalog.yaml:{line}: catalog is not valid YAML: nested more than 100 "
+                   "levels deep\nhint: flatten the structure\n")
     assert not (tmp_path / "out").exists()
 
 
