@@ -12,13 +12,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
-from tqdm import tqdm
-
 from .backends.base import Backend
 from .errors import CartsyncError, SourceChanged
 from .inventory import hashed, still_same
 from .model import Action, Kind, Outcome, Plan, Report
 from .planner import is_catalog
+from .progress import Bar
 from .render import human_size
 from .retry import RetryPolicy
 
@@ -60,9 +59,10 @@ class Executor:
         data = sorted((a for a in uploads if not is_catalog(a.key)), key=lambda a: -a.size)
         catalogs = [a for a in uploads if is_catalog(a.key)]
         deletes = plan.of(Kind.DELETE)
+        if plan.deletes_refused:          # the max_delete guard: the uploads go ahead, the deletes do not
+            report.refused, deletes = deletes, []
         total = sum(a.size for a in uploads)
-        with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
-                  disable=not self.show_progress or total == 0, desc=plan.target, dynamic_ncols=True) as bar:
+        with Bar(plan.target, total, len(uploads), self.show_progress) as bar:
             self._each(data, lambda a: self._upload(a, bar), report)
             later = catalogs + deletes
             if report.failed:
@@ -73,7 +73,7 @@ class Executor:
                     report.skipped += deletes
                 else:
                     self._each(deletes, self._delete, report)
-        report.changes += self.backend.finish(report, not report.failed and not report.skipped)
+        report.changes += self.backend.finish(report, not report.failed and not report.skipped and not report.refused)
         report.other_retries = self.backend.retries
         report.seconds = time.monotonic() - started
         return report
@@ -84,19 +84,28 @@ class Executor:
         with ThreadPoolExecutor(max_workers=min(self.jobs, len(actions)), thread_name_prefix="xfer") as pool:
             report.outcomes += list(pool.map(fn, actions))
 
-    def _upload(self, action: Action, bar: tqdm) -> Outcome:
+    def _upload(self, action: Action, bar: Bar) -> Outcome:
+        assert action.local is not None
+        bar.start(action.key, action.size)
+        try:
+            return self._upload_one(action, bar)
+        finally:
+            bar.finish(action.key)
+
+    def _upload_one(self, action: Action, bar: Bar) -> Outcome:
         assert action.local is not None
         local = action.local
         outcome = Outcome(action, ok=False)
         sent = [0]
 
         def progress(n: int) -> None:
+            # backends report bytes once the store acknowledged them (see progress.py)
             sent[0] += n
-            bar.update(n)
+            bar.advance(action.key, n)
 
         def attempt() -> None:
             if sent[0]:
-                bar.update(-sent[0])
+                bar.advance(action.key, -sent[0])
                 sent[0] = 0
             nonlocal local
             if not still_same(local):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from .errors import CartsyncError, ManifestError
+from .model import DEFAULT_DELETE_LIMIT, DeleteLimit
 
 if TYPE_CHECKING:
     import jsonschema
@@ -49,6 +50,7 @@ class TargetConfig:
     headers: tuple[tuple[str, dict[str, str]], ...] = ()
     zenodo: ZenodoConfig | None = None
     dataset: str | None = None        # a Zenodo target expanded over a collection: this dataset's (per_dataset)
+    max_delete: DeleteLimit = DEFAULT_DELETE_LIMIT
 
 
 @dataclass(frozen=True)
@@ -443,4 +445,15 @@ def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems, fi
     headers = t.get("headers") if isinstance(t.get("headers"), dict) else {}
     return TargetConfig(name=str(t.get("name")), url=url, storage_options=dict(t.get("storage_options") or {}),
                         delete=bool(t.get("delete", False)), overwrite=str(t.get("overwrite", "changed")),
-                        part_size=part_size, part_concurrency=int(t.get("part_concurrency", 4)), headers=tuple((g, dict(h)) for g, h in headers.items()), zenodo=cfg)
+                        part_size=part_size, part_concurrency=int(t.get("part_concurrency", 4)), headers=tuple((g, dict(h)) for g, h in headers.items()), zenodo=cfg,
+                        max_delete=delete_limit(t.get("max_delete")))
+
+
+def delete_limit(value: Any) -> DeleteLimit:
+    """`max_delete: 20` (a count), `"25%"` (a fraction of the target's files); absent: the default. The
+    schema has checked the form."""
+    if value is None:
+        return DEFAULT_DELETE_LIMIT
+    if isinstance(value, str) and value.strip().endswith("%"):
+        return DeleteLimit(fraction=float(value.strip()[:-1]) / 100)
+    return DeleteLimit(count=int(value))

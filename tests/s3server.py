@@ -63,6 +63,11 @@ GET_OBJECT = "GetObject"
 LIST_OBJECTS_V2 = "ListObjectsV2"
 DELETE_OBJECT = "DeleteObject"
 DELETE_OBJECTS = "DeleteObjects"
+# requests on cartsync's lock object `<prefix>/.cartsync.lock`: PutObject/GetObject/DeleteObject on that key
+LOCK_NAME = ".cartsync.lock"
+LOCK_PUT = "LockPut"
+LOCK_GET = "LockGet"
+LOCK_DELETE = "LockDelete"
 
 # Operations whose request body is object payload (counted in bytes_received).
 _PAYLOAD_OPS = {PUT_OBJECT, UPLOAD_PART}
@@ -146,7 +151,9 @@ def classify_s3_request(
             return "DeleteBucket" if not q else "Other:DELETE-bucket"
         return f"Other:{method}-bucket"
 
-    # object-level
+    # object-level. cartsync's lock object (locks.py) is told apart, so that data counts stay data counts
+    if key.rsplit("/", 1)[-1] == LOCK_NAME and method in ("PUT", "GET", "DELETE", "HEAD") and not q:
+        return {"PUT": LOCK_PUT, "GET": LOCK_GET, "DELETE": LOCK_DELETE, "HEAD": LOCK_GET}[method]
     if method == "PUT":
         if "uploadId" in q and "partNumber" in q:
             return "UploadPartCopy" if copy else UPLOAD_PART
