@@ -245,9 +245,11 @@ class _CountingMiddleware:
 
         index = owner._record_request(method, path, query, op, counted)
 
+        payload = 0
         if counted and op in _PAYLOAD_OPS:
             decoded = environ.get("HTTP_X_AMZ_DECODED_CONTENT_LENGTH")
             length = environ.get("CONTENT_LENGTH")
+            payload = int(decoded or length or 0)
             if decoded:
                 owner._add_bytes(int(decoded))
             elif length:
@@ -259,6 +261,8 @@ class _CountingMiddleware:
 
         def _start_response(status: str, response_headers: list, exc_info: Any = None):
             owner._record_status(index, status)
+            if payload and status.startswith("2"):
+                owner._acknowledge(payload)     # the server has the bytes and is answering: acknowledged
             if strip:
                 response_headers = [
                     (k, v)
@@ -297,6 +301,7 @@ class S3Server:
         self._counts: collections.Counter[str] = collections.Counter()
         self._method_counts: collections.Counter[str] = collections.Counter()
         self._bytes_received = 0
+        self._bytes_acknowledged = 0
         self._log: list[RequestRecord] = []
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -371,6 +376,17 @@ class S3Server:
             if 0 <= index < len(self._log):
                 self._log[index] = self._log[index]._replace(status=code)
 
+    def _acknowledge(self, n: int) -> None:
+        with self._lock:
+            self._bytes_acknowledged += n
+
+    @property
+    def bytes_acknowledged(self) -> int:
+        """Payload bytes of counted PutObject/UploadPart requests the server answered with 2xx (as it
+        starts its answer, so always at least what any client has heard back about)."""
+        with self._lock:
+            return self._bytes_acknowledged
+
     def _add_bytes(self, n: int) -> None:
         with self._lock:
             self._bytes_received += n
@@ -398,6 +414,7 @@ class S3Server:
             self._counts.clear()
             self._method_counts.clear()
             self._bytes_received = 0
+            self._bytes_acknowledged = 0
             self._log.clear()
 
     @property
