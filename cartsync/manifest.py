@@ -452,8 +452,8 @@ def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems, fi
 def delete_limit(value: Any) -> DeleteLimit:
     """`max_delete: 20` (a count), `"25%"` (a fraction of the target's files); absent: the default. The
     schema has checked the form."""
-    if value is None:
-        return DEFAULT_DELETE_LIMIT
-    if isinstance(value, str) and value.strip().endswith("%"):
-        return DeleteLimit(fraction=float(value.strip()[:-1]) / 100)
-    return DeleteLimit(count=int(value))
+    if isinstance(value, str) and re.fullmatch(r"[0-9]+(\.[0-9]+)?%", value):
+        return DeleteLimit(fraction=float(value[:-1]) / 100)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return DeleteLimit(count=value)
+    return DEFAULT_DELETE_LIMIT       # absent, or a wrong form the schema check reports
