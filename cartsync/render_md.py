@@ -21,6 +21,11 @@ def _cell(text: str) -> str:
     return re.sub(r"([\\`*_<>\[\]|])", r"\\\1", text)
 
 
+def _code(text: str) -> str:
+    """A URL or path as inline code (no escaping needed inside; a backtick cannot end it)."""
+    return "`" + re.sub(r"[\x00-\x1f\x7f`]", "?", text) + "`"
+
+
 def _fenced(lines: list[str]) -> list[str]:
     body = [re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", "?", line) for line in lines]
     longest = max((len(m) for line in body for m in re.findall(r"`+", line)), default=0)
@@ -35,7 +40,7 @@ def _details(summary: str, lines: list[str]) -> list[str]:
 def plan_markdown(plans: list[Plan]) -> str:
     changed = sum(1 for p in plans if p.has_changes)
     out = [f"### cartsync plan: {changed} of {len(plans)} target(s) to change", ""]
-    out += [f"- **{_cell(p.target)}** ({_cell(p.url)}): {_cell(summary_line(p))}" for p in plans]
+    out += [f"- **{_cell(p.target)}** ({_code(p.url)}): {_cell(summary_line(p))}" for p in plans]
     for p in plans:
         shown = [a for a in p.actions if a.kind is not Kind.KEEP]
         lines = [f"{a.kind.sign} {a.kind.value:<8} {a.key}  {human_size(a.size)}"
@@ -63,7 +68,7 @@ def _outcome(o: Outcome) -> str:
 def report_markdown(results: list[tuple[Plan, Report]]) -> str:
     ok = sum(1 for _, r in results if not (r.failed or r.skipped or r.refused))
     out = [f"### cartsync apply: {ok} of {len(results)} target(s) done", ""]
-    out += [f"- **{_cell(r.target)}** ({_cell(r.url)}): " + (_cell(_report_line(r)) if p.has_changes else
+    out += [f"- **{_cell(r.target)}** ({_code(r.url)}): " + (_cell(_report_line(r)) if p.has_changes else
             f"no changes; {len(p.actions)} file(s) up to date.") for p, r in results]
     for _, r in results:
         lines = [_outcome(o) for o in sorted(r.outcomes, key=lambda o: (o.ok, o.action.key))]
