@@ -73,8 +73,8 @@ def fill(cmd: str, place) -> str:
     cmd = cmd.replace("--in-dir DIR", "--in-dir cartload2").replace("--in-dir out/", "--in-dir out")
     if "upload-zenodo" in cmd:
         # never zenodo.org from a test; the shown "…" stands for the deposition flags
-        cmd = cmd.replace(" …", ' --create-new-deposition --title T --creators "Doe, Jane" --upload-type dataset '
-                                '--description D')
+        cmd = cmd.replace(" …", ' --create-new-deposition --title "My data" --creators "Doe, Jane" --upload-type dataset '
+                                '--description "Some data"')
         cmd += f" --zenodo-url {zenodo.url}"
     assert "…" not in cmd, cmd
     return cmd
