@@ -62,7 +62,19 @@ class Bar:
                 bar_format="{desc}: {percentage:3.0f}%|{bar}| {work} [{elapsed}<{remaining}, {rate_fmt}]"))
             self._stack.enter_context(logging_redirect_tqdm(loggers=[logging.root]))
             self._describe()
+            # redraw once a second even when no bytes arrive (a large file finishing), so the clock never freezes
+            stop = threading.Event()
+            ticker = threading.Thread(target=self._tick, args=(stop,), name="progress", daemon=True)
+            ticker.start()
+            self._stack.callback(ticker.join)
+            self._stack.callback(stop.set)
         return self
+
+    def _tick(self, stop: threading.Event) -> None:
+        while not stop.wait(1.0):
+            with self._lock:
+                if self._bar is not None:
+                    self._bar.refresh()
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         self._stack.close()
@@ -79,9 +91,12 @@ class Bar:
             self.acknowledged += n
             if key in self._flight:
                 self._flight[key][0] += n
+            finished = key in self._flight and self._flight[key][0] >= self._flight[key][1]
             self._describe(refresh=False)           # the update below redraws, at tqdm's pace
             if self._bar is not None:
                 self._bar.update(n)
+                if finished:
+                    self._bar.refresh()             # show "finishing" now, not at the next tick
 
     def finish(self, key: str) -> None:
         with self._lock:
