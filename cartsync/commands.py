@@ -11,7 +11,8 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import engine, manifest as manifest_mod, render, render_md, saved_plan
+from . import engine, render, render_md, saved_plan
+from . import manifest as manifest_mod
 from . import shard as shard_mod
 from .errors import CartsyncError
 from .model import Plan, Report

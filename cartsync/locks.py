@@ -30,15 +30,16 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from . import inventory as inv
 from .backends import Backend
-from .errors import CartsyncError, LockedError, RemoteError
+from .errors import CartsyncError, LockedError
 from .manifest import Manifest, TargetConfig
 
 log = logging.getLogger(__name__)
@@ -406,10 +407,7 @@ def unlock(manifest: Manifest, backend: Backend) -> str:
     if store is None:
         raise CartsyncError(f"target {target.name}: this store holds no lock object (only the machine lock in "
                             f"{inv.cache_dir()}, which ends with its process)", "nothing to unlock")
-    try:
-        current = backend.retrying(store.read)
-    except RemoteError:
-        raise
+    current = backend.retrying(store.read)
     if current is None:
         return f"target {target.name}: not locked ({store.where} does not exist)."
     holder = Holder.parse(current[0])

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from .render import human_size
 
+
 class _Tqdm(tqdm):
     """tqdm with one more field for bar_format: `{work}`, our own text (bytes, files, files in flight)."""
 

@@ -12,11 +12,9 @@ import shutil
 import stat
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import EXAMPLE, REPO
 
 TOKEN = "test-token-zz9"
@@ -31,13 +29,13 @@ def section(title: str) -> str:
 
 
 def fenced(text: str, lang: str) -> list[str]:
-    return re.findall(rf"```{lang}\n(.*?)```", text, flags=re.S)
+    return re.findall(rf"```{lang}\n(.*?)```", text, flags=re.DOTALL)
 
 
 def shown_commands(text: str) -> list[str]:
     """Indented `cartsync …` lines (a trailing comment dropped; backslash continuations joined)."""
     text = text.replace("\\\n", " ")
-    return [re.sub(r"\s+#\s.*$", "", m).strip() for m in re.findall(r"^ {2,}(cartsync .*)$", text, flags=re.M)]
+    return [re.sub(r"\s+#\s.*$", "", m).strip() for m in re.findall(r"^ {2,}(cartsync .*)$", text, flags=re.MULTILINE)]
 
 
 @pytest.fixture
@@ -82,7 +80,7 @@ def fill(cmd: str, place) -> str:
 
 def run(cmd: str, place) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", "-c", f"set -o pipefail; {cmd}"], capture_output=True, text=True,
-                          env=place["env"], cwd=place["dir"], timeout=180)
+                          env=place["env"], cwd=place["dir"], timeout=180, check=False)
 
 
 def ok(cmd: str, done: subprocess.CompletedProcess) -> bool:

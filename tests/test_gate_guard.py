@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-
 from conftest import tree
 
 
@@ -29,12 +28,12 @@ def test_default_guard_trips_on_more_than_half_and_refuses_only_the_deletes(tmp_
             "the deletes (the uploads go ahead); if they are meant, re-run with --allow-mass-delete, or raise "
             "max_delete in the manifest")
     code, out, _ = cli("plan", m)
-    assert code == 0 and out.splitlines()[-2:] == [
-        note, "Plan: 0 to create, 1 to replace, 20 to delete, 9 unchanged (8 B to send)."]
+    assert code == 0 and out.splitlines()[-2:] == [note, "Plan: 0 to create, 1 to replace, 20 to delete, 9 unchanged (8 B to send)."]
     code, out, err = cli("apply", m)
     assert code == 1 and note in err
-    assert out.splitlines()[1:] == ["  deletes refused by max_delete: 20 file(s) kept on the target; if the deletes "
-                                    "are meant, re-run with --allow-mass-delete"]
+    refused = ("  deletes refused by max_delete: 20 file(s) kept on the target; if the deletes are meant, re-run "
+               "with --allow-mass-delete")
+    assert out.splitlines()[1:] == [refused]
     assert out.startswith("out: 0 created, 1 replaced, 0 deleted;")
     on_disk = tree(tmp_path / "out")
     assert len(on_disk) == 30 and on_disk["f29.tsv"] == b"changed\n"          # the upload went ahead

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, catalog_dataset
 
 HOLDER = """
@@ -43,7 +42,7 @@ def start_holder(tmp_path: Path, manifest: Path, **extra: str) -> subprocess.Pop
 
 def run_cli(tmp_path: Path, *args: str, machine: str = "b") -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "cartsync", *args], capture_output=True, text=True,
-                          env=env_for(tmp_path, machine), timeout=120)
+                          env=env_for(tmp_path, machine), timeout=120, check=False)
 
 
 def manifests(tmp_path: Path, s3) -> dict[str, Path]:

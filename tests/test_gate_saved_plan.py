@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import yaml
-
 from conftest import catalog_dataset, tree
 
 
