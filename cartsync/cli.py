@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 
 from . import __version__, compat, interrupt
 from .cliflags import global_flags
-from .commands import cmd_apply, cmd_plan, cmd_validate
+from .commands import cmd_apply, cmd_plan, cmd_unlock, cmd_validate
 from .errors import CartsyncError
 
 log = logging.getLogger("cartsync")
@@ -19,8 +19,11 @@ examples:
   cartsync validate manifests/example.yaml
   cartsync plan manifests/example.yaml                 # what apply would do; changes nothing
   cartsync plan manifests/example.yaml --detailed-exitcode   # CI: 0 no changes, 2 changes, 1 error
-  cartsync apply manifests/example.yaml --target web --jobs 16
+  cartsync apply manifests/example.yaml --target local --jobs 16
   cartsync apply manifests/example.yaml --dry-run --json
+  cartsync plan manifests/example.yaml --out plan.json --format markdown   # review it, then:
+  cartsync apply plan.json                             # exactly that plan, or refused if anything changed
+  cartsync unlock manifests/example.yaml --target local   # break a crashed run's lock
   cartsync upload-aws --in-dir out/ --s3-dir s3://bucket/sample --catalog-yaml out/catalog.yaml
   cartsync upload-zenodo --in-dir out/ --upload-method catalog --zenodo-token ~/.zenodo_token \\
       --create-new-deposition --title "My data" --creators "Doe, Jane" --upload-type dataset
@@ -39,7 +42,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", action="append", default=[], metavar="NAME",
                    help="only this target (repeatable; default: all)")
     p.add_argument("--jobs", "-j", type=int, default=8, metavar="N", help="concurrent transfers (default 8)")
-    p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    p.add_argument("--json", action="store_true", help="machine-readable output on stdout (= --format json)")
+    p.add_argument("--format", choices=("text", "json", "markdown"), default=None,
+                   help="output: text (default), json, or markdown (for a pull request or $GITHUB_STEP_SUMMARY)")
+    p.add_argument("--allow-mass-delete", action="store_true",
+                   help="this run only: let the deletes through even where the max_delete guard trips")
     p.add_argument("--shard", metavar="K/N", help="a collection only: publish shard K of N of its datasets "
                    "(`slurm`: this job-array task's; default $CARTSYNC_SHARD)")
 
@@ -62,14 +69,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifest")
     _common(p)
     p.add_argument("--detailed-exitcode", action="store_true", help="exit 0 if no changes, 2 if changes, 1 on error")
+    p.add_argument("--out", metavar="FILE", help="also save the plan (with a fingerprint of its inputs) for "
+                   "`cartsync apply FILE`")
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("apply", help="make the targets match the manifest; verify; report")
-    p.add_argument("manifest")
+    p = sub.add_parser("apply", help="make the targets match the manifest (or a saved plan); verify; report")
+    p.add_argument("manifest", metavar="MANIFEST|PLAN", help="a manifest, or a plan saved by `plan --out`")
     _common(p)
     p.add_argument("--dry-run", action="store_true", help="same as plan: print what would change, change nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("unlock", help="remove a target's lock object (a crashed run's); see README 'Locks'")
+    p.add_argument("manifest")
+    p.add_argument("--target", required=True, metavar="NAME", help="the target whose lock to remove")
+    global_flags(p, here=False)
+    p.set_defaults(func=cmd_unlock)
 
     compat.add_parsers(sub)
     return parser

@@ -6,8 +6,6 @@ content are hashed before planning, the others as they upload. Only `execute` wr
 from __future__ import annotations
 
 import dataclasses
-import fcntl
-import hashlib
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -17,14 +15,14 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from . import inventory as inv
-from . import per_dataset, selection
+from . import locks, per_dataset, selection
 from . import shard as shard_mod
 from .per_dataset import dataset_of
 from .backends import Backend, Features, backend_class, open_backend
-from .errors import LockedError, PlanError
+from .errors import PlanError
 from .manifest import Manifest, TargetConfig
 from .model import KeyRange, LocalFile, Plan, RemoteFile, Report, Scope, SourceFile
-from .planner import make_plan
+from .planner import guarded, make_plan
 from .render import human_size
 from .retry import RetryPolicy
 
@@ -40,30 +38,36 @@ class Options:
     jobs: int = 8
     show_progress: bool | None = None
     shard: shard_mod.Shard | None = None     # a collection only: this process's share of the datasets
+    allow_mass_delete: bool = False      # this run only: the max_delete guard lets the deletes through
 
 
-def plan(manifest: Manifest, options: Options) -> list[Plan]:
+def plan(manifest: Manifest, options: Options, on_inputs: Inputs | None = None) -> list[Plan]:
     """One plan per selected target, in manifest order. Reads the source and lists the targets; writes
-    nothing anywhere but the local cache, and takes no lock."""
+    nothing anywhere but the local cache, and takes no lock. With `on_inputs`, every file is hashed and
+    `on_inputs` sees what the plans are computed from (see plan_all)."""
     cache = cache_for()
     try:
         files, scope, targets = prepared(manifest, options)
         with opened(manifest, targets, cache, lock=False) as backends:
-            return plan_all(backends, files, cache, scope=scope)
+            return plan_all(backends, files, cache, scope=scope, allow_mass_delete=options.allow_mass_delete,
+                            hash_all=on_inputs is not None, on_inputs=on_inputs)
     finally:
         cache.close()
 
 
 def apply(manifest: Manifest, options: Options, on_plan: Callable[[list[Plan]], None] | None = None,
-          on_report: Callable[[Plan, Report], None] | None = None) -> list[tuple[Plan, Report]]:
+          on_report: Callable[[Plan, Report], None] | None = None,
+          on_inputs: Inputs | None = None) -> list[tuple[Plan, Report]]:
     """Lock every selected target, plan them all, hand the plans to `on_plan` before the first write, then
-    execute target after target (`on_report` after each). Returns (plan, report) per target."""
+    execute target after target (`on_report` after each). Returns (plan, report) per target. `on_inputs`
+    (every file hashed) may refuse, by raising, before any write (a saved plan that is stale)."""
     cache = cache_for()
     results: list[tuple[Plan, Report]] = []
     try:
         files, scope, targets = prepared(manifest, options)
         with opened(manifest, targets, cache, lock=True, parts=lock_parts(manifest, files, scope)) as backends:
-            plans = plan_all(backends, files, cache, scope=scope)
+            plans = plan_all(backends, files, cache, scope=scope, allow_mass_delete=options.allow_mass_delete,
+                             hash_all=on_inputs is not None, on_inputs=on_inputs)
             if on_plan is not None:
                 on_plan(plans)
             for backend, p in zip(backends, plans):
@@ -163,15 +167,18 @@ def precheck(files: list[SourceFile], targets: list[TargetConfig]) -> None:
 
 
 def plan_target(backend: Backend, target: TargetConfig, local: dict[str, LocalFile],
-                remote: dict[str, RemoteFile] | None = None, scope: Scope = Scope()) -> Plan:
-    """Diff the target's listing (made here unless given) against the local inventory. Writes nothing remotely."""
+                remote: dict[str, RemoteFile] | None = None, scope: Scope = Scope(),
+                allow_mass_delete: bool = False) -> Plan:
+    """Diff the target's listing (made here unless given) against the local inventory, under the max_delete
+    guard. Writes nothing remotely."""
     mapping = backend.map_keys(target, files_for(target, sorted(local)))
     mapped = {mapping[k]: local[k] for k in mapping}
-    remote = backend.list() if remote is None else remote
+    remote = locks.without_lock(backend.list()) if remote is None else remote
     remote = backend.resolve(remote, mapped)
     _check_limits(backend.features, {k: f.size for k, f in mapped.items()}, remote, target)
     plan = make_plan(target.name, backend.url, mapped, remote, overwrite=target.overwrite, delete=target.delete,
                      scope=scope)
+    plan = guarded(plan, len(remote), target.max_delete, allow_mass_delete)
     return dataclasses.replace(plan, changes=backend.plan_changes(plan))
 
 
@@ -190,75 +197,68 @@ def _check_limits(feats: Features, local: dict[str, int], remote: dict, target: 
 
 
 @contextmanager
-def target_lock(manifest: Manifest, target: TargetConfig, dataset: str = "") -> Iterator[None]:
-    """One apply at a time per (manifest, target[, dataset]): a second one exits with a clear message.
-    A run over a whole collection locks the target and every dataset; a shard locks only its datasets, so
-    shards run side by side but never beside a whole run."""
-    ident = hashlib.sha1(f"{manifest.path.resolve()}\0{target.name}\0{dataset}".encode()).hexdigest()[:16]
-    folder = inv.cache_dir() / "locks"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise inv.CacheError(inv.cache_dir(), exc) from None
-    path = folder / f"{ident}.lock"
-    with open(path, "a+") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            what = f"dataset {dataset} of target {target.name}" if dataset else f"target {target.name}"
-            raise LockedError(f"{what} of {manifest.path} is being applied by {holder}",
-                              "wait for that run to finish, then re-run") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}")
-        fh.flush()
-        try:
-            yield
-        finally:
-            fh.seek(0)
-            fh.truncate()
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-@contextmanager
 def opened(manifest: Manifest, targets: list[TargetConfig], cache: inv.HashCache,
            lock: bool, parts: list[str] | None = None) -> Iterator[list[Backend]]:
-    """A backend per target, closed afterwards; with `lock`, every target locked first, each of `parts`
-    (see lock_parts; default the whole target) with its own lock (see target_lock)."""
+    """A backend per target, closed afterwards; with `lock`, every target locked (locks.py): on this machine
+    first, each of `parts` (see lock_parts; default the whole target) with its own lock; then, for a run
+    over the whole target, on the target itself (a shard takes machine locks only, so shards of one
+    collection run side by side). The target locks are released before the backends close."""
     with ExitStack() as stack:
         if lock:
             for t in targets:
                 # a per-dataset target (its name holds the dataset) takes one lock of its own
                 for part in parts if parts is not None and t.dataset is None else [""]:
-                    stack.enter_context(target_lock(manifest, t, part))
+                    stack.enter_context(locks.machine_lock(manifest, t, part))
         backends: list[Backend] = []
         stack.callback(lambda: [b.close() for b in backends])
         for t in targets:
             backends.append(open_backend(t, cache))
+        if lock and (parts is None or "" in parts):
+            for b in backends:
+                stack.enter_context(locks.target_lock(manifest, b))
         yield backends
 
 
+Inputs = Callable[[dict[str, LocalFile], dict[str, dict[str, RemoteFile]]], None]
+
+
 def plan_all(backends: list[Backend], files: list[SourceFile], cache: inv.HashCache,
-             jobs: int | None = None, scope: Scope = Scope()) -> list[Plan]:
+             jobs: int | None = None, scope: Scope = Scope(), allow_mass_delete: bool = False,
+             hash_all: bool = False, on_inputs: Inputs | None = None) -> list[Plan]:
     """One plan per target. The source is surveyed (stat, cached hashes) while every target is listed;
-    then only the files whose plan depends on their content are hashed: those with a same-size copy on
-    a target. The rest are hashed when uploaded, overlapping the transfers."""
+    then only the files whose plan depends on their content are hashed (those with a same-size copy on
+    a target; every file with `hash_all`). The rest are hashed when uploaded, overlapping the transfers.
+    `on_inputs` sees the inventory and each target's listing before planning (saved plans check them)."""
     with ThreadPoolExecutor(max_workers=len(backends) or 1, thread_name_prefix="list") as pool:
         within = KeyRange.of(scope)
         listings = [pool.submit(b.list, within) if within else pool.submit(b.list) for b in backends]
         local = inv.survey(files, cache)
-        remotes = [pending.result() for pending in listings]
+        remotes = [locks.without_lock(pending.result()) for pending in listings]
     compared: set[str] = set()
     for backend, remote in zip(backends, remotes):
         mapping = backend.map_keys(backend.target, files_for(backend.target, sorted(local)))
         compared |= {k for k, t in mapping.items() if (r := remote.get(t)) is not None and r.size == local[k].size}
-    local = inv.hash_missing(local, cache, jobs, keys=compared)
+    local = inv.hash_missing(local, cache, jobs, keys=None if hash_all else compared)
     log.info("source: %d file(s), %s; hashed %s (%d cached, %d left for upload)", len(local),
              human_size(sum(f.size for f in local.values())), human_size(cache.bytes_hashed), cache.hits,
              sum(1 for f in local.values() if f.md5 is None))
-    return [plan_target(b, b.target, local, remote, scope) for b, remote in zip(backends, remotes)]
+    if on_inputs is not None:
+        on_inputs(local, {b.target.name: r for b, r in zip(backends, remotes)})
+    return [plan_target(b, b.target, local, remote, scope, allow_mass_delete) for b, remote in zip(backends, remotes)]
+
+
+def unlock(manifest: Manifest, name: str) -> str:
+    """Remove the lock object of target `name` (see locks.py), whoever holds it; what was done, for the user."""
+    target = manifest.target(name)
+    cache = cache_for()
+    try:
+        backend = open_backend(target, cache)
+        try:
+            return locks.unlock(manifest, backend)
+        finally:
+            backend.close()
+    finally:
+        cache.close()
 
 
 def execute(backend: Backend, plan: Plan, opts: Options) -> Report:

@@ -12,14 +12,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
-from tqdm import tqdm
-
 from . import interrupt
 from .backends.base import Backend
 from .errors import SourceChanged
 from .inventory import hashed, still_same
 from .model import Action, Kind, Outcome, Plan, Report
 from .planner import is_catalog
+from .progress import Bar
 from .render import human_size
 from .retry import GaveUp, RetryPolicy, describe_error
 
@@ -54,10 +53,11 @@ class Executor:
         data = sorted((a for a in uploads if not is_catalog(a.key)), key=lambda a: -a.size)
         catalogs = [a for a in uploads if is_catalog(a.key)]
         deletes = plan.of(Kind.DELETE)
+        if plan.deletes_refused:          # the max_delete guard: the uploads go ahead, the deletes do not
+            report.refused, deletes = deletes, []
         total = sum(a.size for a in uploads)
-        with interrupt.aborting(self.backend.interrupted), tqdm(
-                total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
-                disable=not self.show_progress or total == 0, desc=plan.target, dynamic_ncols=True) as bar:
+        with interrupt.aborting(self.backend.interrupted), Bar(plan.target, total, len(uploads),
+                                                                 self.show_progress) as bar:
             self._each(data, lambda a: self._upload(a, bar), report)
             later = catalogs + deletes
             if report.failed:
@@ -69,7 +69,8 @@ class Executor:
                 else:
                     self._each(deletes, self._delete, report)
         try:
-            report.changes += self.backend.finish(report, not report.failed and not report.skipped)
+            report.changes += self.backend.finish(report, not report.failed and not report.skipped
+                                                  and not report.refused)
         except GaveUp as exc:      # the target went silent: the files' own errors already say so
             log.warning("%s: closing calls skipped: %s", plan.target, exc.message)
         report.other_retries = self.backend.retries
@@ -82,19 +83,28 @@ class Executor:
         with ThreadPoolExecutor(max_workers=min(self.jobs, len(actions)), thread_name_prefix="xfer") as pool:
             report.outcomes += list(pool.map(fn, actions))
 
-    def _upload(self, action: Action, bar: tqdm) -> Outcome:
+    def _upload(self, action: Action, bar: Bar) -> Outcome:
+        assert action.local is not None
+        bar.start(action.key, action.size)
+        try:
+            return self._upload_one(action, bar)
+        finally:
+            bar.finish(action.key)
+
+    def _upload_one(self, action: Action, bar: Bar) -> Outcome:
         assert action.local is not None
         local = action.local
         outcome = Outcome(action, ok=False)
         sent = [0]
 
         def progress(n: int) -> None:
+            # backends report bytes once the store acknowledged them (see progress.py)
             sent[0] += n
-            bar.update(n)
+            bar.advance(action.key, n)
 
         def attempt() -> None:
             if sent[0]:
-                bar.update(-sent[0])
+                bar.advance(action.key, -sent[0])
                 sent[0] = 0
             nonlocal local
             if not still_same(local):

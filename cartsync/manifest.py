@@ -18,6 +18,7 @@ import yaml
 
 from . import yamlsafe
 from .errors import CartsyncError, ManifestError
+from .model import DEFAULT_DELETE_LIMIT, DeleteLimit
 
 if TYPE_CHECKING:
     import jsonschema
@@ -50,6 +51,7 @@ class TargetConfig:
     headers: tuple[tuple[str, dict[str, str]], ...] = ()
     zenodo: ZenodoConfig | None = None
     dataset: str | None = None        # a Zenodo target expanded over a collection: this dataset's (per_dataset)
+    max_delete: DeleteLimit = DEFAULT_DELETE_LIMIT
 
 
 @dataclass(frozen=True)
@@ -441,4 +443,15 @@ def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems, fi
     headers = t.get("headers") if isinstance(t.get("headers"), dict) else {}
     return TargetConfig(name=str(t.get("name")), url=url, storage_options=dict(t.get("storage_options") or {}),
                         delete=bool(t.get("delete", False)), overwrite=str(t.get("overwrite", "changed")),
-                        part_size=part_size, part_concurrency=int(t.get("part_concurrency", 4)), headers=tuple((g, dict(h)) for g, h in headers.items()), zenodo=cfg)
+                        part_size=part_size, part_concurrency=int(t.get("part_concurrency", 4)), headers=tuple((g, dict(h)) for g, h in headers.items()), zenodo=cfg,
+                        max_delete=delete_limit(t.get("max_delete")))
+
+
+def delete_limit(value: Any) -> DeleteLimit:
+    """`max_delete: 20` (a count), `"25%"` (a fraction of the target's files); absent: the default. The
+    schema has checked the form."""
+    if isinstance(value, str) and re.fullmatch(r"[0-9]+(\.[0-9]+)?%", value):
+        return DeleteLimit(fraction=float(value[:-1]) / 100)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return DeleteLimit(count=value)
+    return DEFAULT_DELETE_LIMIT       # absent, or a wrong form the schema check reports

@@ -107,12 +107,29 @@ class Change:
 
 
 @dataclass(frozen=True)
+class DeleteLimit:
+    """The max_delete guard: how many deletions one apply may make before they are refused.
+
+    Trips when the deletions exceed `count`, or exceed `fraction` of the target's files; deletions up to
+    `floor` never trip it (a small target is not guarded by the default: deleting 1 of 2 files is fine).
+    """
+
+    count: int | None = None
+    fraction: float | None = None
+    floor: int = 0
+
+
+DEFAULT_DELETE_LIMIT = DeleteLimit(fraction=0.5, floor=10)
+
+
+@dataclass(frozen=True)
 class Plan:
     target: str
     url: str
     actions: tuple[Action, ...]
     changes: tuple[Change, ...] = ()
     notes: tuple[str, ...] = ()
+    deletes_refused: bool = False    # the max_delete guard tripped: apply sends the uploads, not the deletes
 
     def of(self, kind: Kind) -> list[Action]:
         return [a for a in self.actions if a.kind is kind]
@@ -143,6 +160,7 @@ class Report:
     url: str
     outcomes: list[Outcome] = field(default_factory=list)
     skipped: list[Action] = field(default_factory=list)   # not attempted (e.g. deletes after a failure)
+    refused: list[Action] = field(default_factory=list)   # deletes the max_delete guard refused
     changes: list[Change] = field(default_factory=list)   # backend changes made
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0

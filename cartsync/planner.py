@@ -1,9 +1,10 @@
 """Pure: (local inventory, remote listing, target settings) → Plan. No I/O."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Mapping
 
-from .model import Action, Change, Kind, LocalFile, Plan, RemoteFile, Scope
+from .model import Action, Change, DeleteLimit, Kind, LocalFile, Plan, RemoteFile, Scope
 
 CATALOG_NAME = "catalog.yaml"
 
@@ -53,3 +54,27 @@ def make_plan(target: str, url: str, local: Mapping[str, LocalFile], remote: Map
     elif orphans:
         notes += (f"{len(orphans)} remote file(s) not in the source are kept (delete: false)",)
     return Plan(target, url, tuple(sorted(actions, key=_order)), changes, notes)
+
+
+def delete_guard(deletes: int, target_files: int, limit: DeleteLimit) -> str | None:
+    """Why `deletes` of the target's `target_files` files are too many for `limit`, or None. Pure."""
+    if deletes <= limit.floor:
+        return None
+    if limit.count is not None and deletes > limit.count:
+        return f"max_delete: {deletes} deletion(s) exceed the limit of {limit.count}"
+    if limit.fraction is not None and target_files and deletes > limit.fraction * target_files:
+        return (f"max_delete: {deletes} of the target's {target_files} file(s) would be deleted, more than "
+                f"{limit.fraction * 100:g}%")
+    return None
+
+
+def guarded(plan: Plan, target_files: int, limit: DeleteLimit, allow: bool) -> Plan:
+    """The plan with its deletes refused (and a note saying so) where the max_delete guard trips. Pure."""
+    why = delete_guard(len(plan.of(Kind.DELETE)), target_files, limit)
+    if why is None:
+        return plan
+    if allow:
+        return replace(plan, notes=plan.notes + (f"{why}; allowed for this run (--allow-mass-delete)",))
+    return replace(plan, deletes_refused=True, notes=plan.notes + (
+        f"{why}: apply will refuse the deletes (the uploads go ahead); if they are meant, re-run with "
+        "--allow-mass-delete, or raise max_delete in the manifest",))

@@ -47,7 +47,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "actions": [{"action": a.kind.value, "key": a.key, "size": a.size, "reason": a.reason,
                      "md5": a.local.md5 if a.local else None} for a in plan.actions],
         "changes": [{"sign": c.sign, "subject": c.subject, "detail": c.detail} for c in plan.changes],
-        "notes": list(plan.notes),
+        "notes": list(plan.notes), "deletes_refused": plan.deletes_refused,
     }
 
 
@@ -61,6 +61,9 @@ def report_text(report: Report) -> str:
         lines.append(f"  {c.sign} {c.subject}" + (f": {c.detail}" if c.detail else ""))
     for o in report.failed:
         lines.append(f"  FAILED {o.action.key}: {o.error}")
+    if report.refused:
+        lines.append(f"  deletes refused by max_delete: {len(report.refused)} file(s) kept on the target; if the "
+                     "deletes are meant, re-run with --allow-mass-delete")
     if report.skipped:
         lines.append(f"  not done because of the failure(s) above: {len(report.skipped)} action(s) "
                      f"({', '.join(a.key for a in report.skipped[:5])}{', …' if len(report.skipped) > 5 else ''})")
@@ -69,11 +72,12 @@ def report_text(report: Report) -> str:
 
 def report_json(report: Report) -> dict[str, Any]:
     return {
-        "target": report.target, "url": report.url, "ok": not report.failed and not report.skipped,
+        "target": report.target, "url": report.url, "ok": not report.failed and not report.skipped and not report.refused,
         "bytes_sent": report.bytes_sent, "seconds": round(report.seconds, 3), "retries": report.retries,
         "outcomes": [{"action": o.action.kind.value, "key": o.action.key, "ok": o.ok, "error": o.error,
                       "retries": o.retries, "bytes_sent": o.bytes_sent} for o in report.outcomes],
         "skipped": [{"action": a.kind.value, "key": a.key} for a in report.skipped],
+        "refused": [{"action": a.kind.value, "key": a.key} for a in report.refused],
         "changes": [{"sign": c.sign, "subject": c.subject, "detail": c.detail} for c in report.changes],
     }
 

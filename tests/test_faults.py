@@ -163,10 +163,10 @@ def test_file_changing_during_upload_is_not_recorded_as_done(tmp_path, dataset, 
 
 
 def test_second_apply_of_same_target_waits_its_turn(tmp_path, dataset, cli):
-    from cartsync import engine, manifest
+    from cartsync import locks, manifest
     m = local_manifest(tmp_path)
     man = manifest.load(m)
-    with engine.target_lock(man, man.targets[0]):
+    with locks.machine_lock(man, man.targets[0]):
         code, out, err = cli("apply", m)
     assert code == 1
     assert err == (f"error: target out of {m} is being applied by pid {os.getpid()}\n"

@@ -755,7 +755,8 @@ def test_access_denied_listing_is_one_request(here, cli, dataset, s3):
         assert cli("apply", "m.yaml") == (1, "", f"error: target web: access denied listing s3://{s3.bucket}/p\n"
                                                  "hint: check the credentials (profile, environment) and the bucket "
                                                  "policy\n")
-        assert [(m, outcome) for m, _, outcome in proxy.log] == [("GET", "fail_always")]   # no retry storm
+        # the target's lock (locks.py), then the listing: each once, no retry storm
+        assert [(m, outcome) for m, _, outcome in proxy.log] == [("PUT", "fail_always"), ("GET", "fail_always")]
     assert s3.requests == []
 
 
@@ -773,7 +774,8 @@ def _denied_writes(here, cli, s3):
 def test_access_denied_writing_sends_nothing_and_holds_the_catalog_back(here, cli, s3):
     code, out, err, puts = _denied_writes(here, cli, s3)
     assert (code, err) == (1, "")
-    assert puts == ["a.tsv", "b.tsv"]                  # each data file tried once: 403 is never retried
+    # the lock object and each data file tried once: 403 is never retried
+    assert puts == [".cartsync.lock", "a.tsv", "b.tsv"]
     lines = out.splitlines()
     assert re.fullmatch(r"web: 0 created, 0 replaced, 0 deleted; 0 B sent in \d+\.\d s \(0 B/s\), 0 retries\.", lines[0])
     assert lines[-1] == "  not done because of the failure(s) above: 1 action(s) (catalog.yaml)"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cartsync import engine, manifest as manifest_mod
+from cartsync import engine, locks, manifest as manifest_mod
 from cartsync.errors import CartsyncError, LockedError
 from cartsync.model import KeyRange, Scope
 from cartsync.shard import Shard, from_environment, from_slurm, order, parse, share
@@ -128,7 +128,7 @@ def test_shards_in_one_cache_folder_do_not_lock_each_other_out(tmp_path, s3, cli
     target = m.targets[0]
     mine = share({f"sample-{i:02d}": 1 for i in range(4)}, Shard(2, 2))
     # shard 1 of 2 applies while shard 2 holds its datasets' locks
-    with engine.target_lock(m, target, mine[0]):
+    with locks.machine_lock(m, target, mine[0]):
         code, out, err = cli("apply", m.path, "--shard", "1/2")
         assert code == 0, err
         # ...but a run over the whole collection must wait for it

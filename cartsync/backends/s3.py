@@ -149,6 +149,10 @@ class S3Backend(Backend):
                 raise
             raise translated from exc
 
+    def call(self, op: str, **kwargs: Any) -> Any:
+        """One S3 API call, as the writes make it (for the target's lock object, see locks.py)."""
+        return self._s3(op, **kwargs)
+
     @functools.cached_property
     def fs(self):
         """s3fs, for storage_options only it understands (see botocore_client); made on first use."""
