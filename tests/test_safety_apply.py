@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import s3_md5s, tree, write_manifest
 from faultproxy import FaultProxy
 
