@@ -432,13 +432,15 @@ def _shown(given: Path | str, real: str) -> str:
 
 def _check_overlaps(manifest: Manifest, indexes: list[int], problems: _Problems) -> None:
     """A local target must not overlap the source (either way, through symlinks) nor hold the manifest, its
-    state file or the catalog: with delete: true it would delete them, and a target inside the source would
+    state file, the catalog or a Zenodo token file: with delete: true it would delete them, and a target inside the source would
     be published into itself, one level deeper each run. Two targets must not overlap each other either."""
     src = manifest.source
     source_real = os.path.realpath(src.dir)
     own = [("the manifest", manifest.path.resolve()), ("its state file", manifest.state_path.resolve())]
     if src.catalog is not None:
         own.append(("the catalog", src.catalog))
+    own += [("the token file of target " + t.name, t.zenodo.token_file) for t in manifest.targets
+            if t.zenodo is not None and t.zenodo.token_file is not None]
     seen: list[tuple[tuple[str, ...], str, str]] = []
     fix = "choose a target folder outside the source folder"
     for i, target in zip(indexes, manifest.targets):

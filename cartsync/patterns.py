@@ -16,7 +16,7 @@ pathspec is imported on first use: most runs have no excludes.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     import pathspec
@@ -69,6 +69,15 @@ def _spec(patterns: tuple[str, ...]) -> pathspec.GitIgnoreSpec:
 def excluded(key: str, patterns: tuple[str, ...]) -> bool:
     """True if the patterns, read as one .gitignore file, exclude `key` (a relative POSIX path)."""
     return bool(patterns) and _spec(patterns).match_file(key)
+
+
+def pruned_folder(patterns: tuple[str, ...]) -> Callable[[str], bool]:
+    """For a walk: whether a folder (relative POSIX path) is excluded with everything in it. Only without
+    `!` patterns, which could re-include something inside."""
+    if not patterns or any(p.startswith("!") for p in patterns):
+        return lambda rel: False
+    spec = _spec(patterns)
+    return lambda rel: bool(spec.match_file(rel + "/"))
 
 
 def matches(key: str, pattern: str) -> bool:

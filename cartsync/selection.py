@@ -16,7 +16,7 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import yaml
 
@@ -89,7 +89,7 @@ def _select_one(source: SourceConfig, root: Path) -> list[SourceFile]:
     catalog: Path | None = None
     inside: str | None = None    # the catalog's path under root, if it is there
     if source.method == "all":
-        candidates = list(_walk(root, problems, plain))
+        candidates = list(_walk(root, problems, plain, patterns.pruned_folder(source.exclude)))
     elif source.method == "list":
         candidates = list(source.files)
     else:
@@ -291,8 +291,10 @@ def _checked(root: Path, rel: str, problems: list[str]) -> SourceFile | None:
     return SourceFile(key=key, path=path)
 
 
-def _walk(root: Path, problems: list[str], plain: set[str]) -> Iterator[str]:
+def _walk(root: Path, problems: list[str], plain: set[str],
+          pruned: Callable[[str], bool] = lambda rel: False) -> Iterator[str]:
     """Every file under root as a relative POSIX path; follows folder symlinks only inside root, once.
+    Folders `pruned` says are excluded as a whole are not entered (nothing in them is a problem).
     Regular files (not symlinks) are also added to `plain`."""
     seen = {root}
     stack = [root]
@@ -306,6 +308,8 @@ def _walk(root: Path, problems: list[str], plain: set[str]) -> Iterator[str]:
             continue
         for entry in entries:
             rel = entry.path[len(base):]       # scandir joins with "/": the relative key, without pathlib
+            if entry.is_dir() and pruned(rel):
+                continue
             if entry.is_dir(follow_symlinks=False):
                 stack.append(Path(entry.path))
             elif entry.is_symlink() and os.path.isdir(entry.path):

@@ -113,6 +113,16 @@ def test_a_target_holding_an_outside_catalog_is_refused(here, cli):
                  "folder that does not hold the catalog)")
 
 
+def test_a_target_holding_a_zenodo_token_file_is_refused(here, cli):
+    (here / "keys").mkdir()
+    (here / "keys" / "zenodo").write_text("secret-token-value\n")
+    manifest("{dir: data, method: all}", "{name: web, url: keys, delete: true}",
+             "{name: doi, zenodo: {url: 'https://sandbox.zenodo.org', token_file: keys/zenodo, deposition: 1, "
+             "metadata: {title: Some title}}}")
+    refused(cli, f"m.yaml:4: targets[0].url: {here}/keys holds the token file of target doi {here}/keys/zenodo "
+                 "(choose a target folder that does not hold the token file of target doi)")
+
+
 def test_targets_that_overlap_each_other_are_refused(here, cli):
     manifest("{dir: data, method: all}", "{name: web, url: pub, delete: true}", "{name: mirror, url: pub/sub}",
              "{name: s1, url: 's3://bucket-one/p'}", "{name: s2, url: 's3://bucket-one/p/sub'}",

@@ -217,3 +217,13 @@ def test_collection_lands_each_dataset_under_its_id(tmp_path):
                     "s2/catalog.yaml": "b: b.pmtiles\n", "s2/b.pmtiles": "2", "notes/readme.txt": ""})
     assert keys(SourceConfig(dir=tmp_path, method="catalog", collection=True)) == [
         "s2/b.pmtiles", "s2/catalog.yaml", "sample-one/a.pmtiles", "sample-one/catalog.yaml"]
+
+
+def test_an_excluded_folder_is_not_entered(tmp_path):
+    """What is inside an excluded folder (here a symlink out of the source) is no problem of the source."""
+    make(tmp_path / "src", {"a.tsv": "1", ".venv/lib/x.py": "2"})
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "src" / ".venv" / "lib" / "out").symlink_to(tmp_path / "elsewhere")
+    assert keys(SourceConfig(dir=tmp_path / "src", method="all", exclude=(".venv/",))) == ["a.tsv"]
+    with pytest.raises(SourceError):             # with a negation nothing can be skipped unread
+        select(SourceConfig(dir=tmp_path / "src", method="all", exclude=(".venv/", "!.venv/lib/x.py")))

@@ -94,7 +94,7 @@ class FsspecBackend(Backend):
             # never touch anything outside the prefix: s3://b/sample1 must not see s3://b/sample10/…
             if not path.startswith(prefix) or info.get("type") == "directory":
                 continue
-            if path.endswith(TMP_SUFFIX):
+            if self.local and path.endswith(TMP_SUFFIX):      # only local copies go through a temp file
                 self.stale += (path[len(prefix):],)
                 continue
             md5, etag = md5_from_info(info)
