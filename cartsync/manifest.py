@@ -398,6 +398,9 @@ def url_problem(url: str) -> tuple[str, str] | None:
         return None
     scheme, rest = url.split("://", 1)
     host, _, path = rest.partition("/")
+    if "\\" in path:
+        return ("has a backslash, which the store would keep in every key (it separates no folders there)",
+                f"write {scheme}://{host}/{path.replace(chr(92), '/')}")
     segments = path.rstrip("/").split("/") if path.rstrip("/") else []
     bad = [seg for seg in segments if seg in ("", ".", "..")]
     if not bad:

@@ -188,6 +188,12 @@ def test_malformed_store_urls_are_refused_with_the_fix(here, cli, url, problem, 
     refused(cli, f'm.yaml:4: targets[0].url: "{url}" {problem}, which the store would keep in every key ({fix})')
 
 
+def test_a_url_with_a_backslash_is_refused(here, cli):
+    manifest("{dir: data, method: all}", "{name: web, url: 's3://bucket-one/p\\q'}")
+    refused(cli, 'm.yaml:4: targets[0].url: "s3://bucket-one/p\\\\q" has a backslash, which the store would keep in '
+                 "every key (it separates no folders there) (write s3://bucket-one/p/q)")
+
+
 def test_a_url_with_a_space_at_an_end_is_refused(here, cli):
     manifest("{dir: data, method: all}", "{name: web, url: 's3://bucket-one/p '}")
     refused(cli, "m.yaml:4: targets[0].url: \"s3://bucket-one/p \" has a space at the start or end, which would "
