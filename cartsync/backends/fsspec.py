@@ -95,7 +95,10 @@ class FsspecBackend(Backend):
             if not path.startswith(prefix) or info.get("type") == "directory":
                 continue
             if self.local and path.endswith(TMP_SUFFIX):      # only local copies go through a temp file
-                self.stale += (path[len(prefix):],)
+                key = path[len(prefix):]
+                # a shard cleans up only in its own datasets: another shard may be copying that file now
+                if within is None or within.start_after < key < within.stop_at:
+                    self.stale += (key,)
                 continue
             md5, etag = md5_from_info(info)
             out[path[len(prefix):]] = RemoteFile(path[len(prefix):], int(info.get("size") or 0), md5, etag)
