@@ -354,7 +354,8 @@ def _build(file: Path, data: dict[str, Any], problems: _Problems) -> Manifest | 
         problems.add(["source", "catalog"], f"is only used with method: catalog (method is {method})")
     if src.get("catalog_as") and method != "catalog":
         problems.add(["source", "catalog_as"], f"is only used with method: catalog (method is {method})")
-    for j, pattern in enumerate(src.get("exclude") if isinstance(src.get("exclude"), list) else ()):
+    excludes = src.get("exclude")
+    for j, pattern in enumerate(excludes if isinstance(excludes, list) else []):
         found = patterns.problem(pattern, str(source_dir) if source_dir else None) if isinstance(pattern, str) else None
         if found is not None:
             problems.add(["source", "exclude", j], f"{json.dumps(pattern)} {found[0]}", found[1])

@@ -24,7 +24,8 @@ from . import patterns
 from .errors import SourceError
 from .manifest import SourceConfig
 from .model import CATALOG_NAME, TMP_SUFFIX, SourceFile
-from .patterns import matches
+
+matches = patterns.matches      # header globs (backends/s3.py) share the exclude semantics
 
 # Catalog values under these keys are identifiers or prose, never files.
 _NOT_FILE_KEYS = {"id", "name", "title", "description", "default", "version", "label", "url", "doi", "analysis",
