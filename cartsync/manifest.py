@@ -436,8 +436,9 @@ def _shown(given: Path | str, real: str) -> str:
 
 def _check_overlaps(manifest: Manifest, indexes: list[int], problems: _Problems) -> None:
     """A local target must not overlap the source (either way, through symlinks) nor hold the manifest, its
-    state file, the catalog or a Zenodo token file: with delete: true it would delete them, and a target inside the source would
-    be published into itself, one level deeper each run. Two targets must not overlap each other either."""
+    state file, the catalog or a Zenodo token file: with delete: true it would delete them, and a target
+    inside the source would be published into itself, one level deeper each run. Two targets must not
+    overlap each other either."""
     src = manifest.source
     source_real = os.path.realpath(src.dir)
     own = [("the manifest", manifest.path.resolve()), ("its state file", manifest.state_path.resolve())]
@@ -447,7 +448,7 @@ def _check_overlaps(manifest: Manifest, indexes: list[int], problems: _Problems)
             if t.zenodo is not None and t.zenodo.token_file is not None]
     seen: list[tuple[tuple[str, ...], str, str]] = []
     fix = "choose a target folder outside the source folder"
-    for i, target in zip(indexes, manifest.targets):
+    for i, target in zip(indexes, manifest.targets, strict=True):
         if target.zenodo is not None:
             continue
         where = ["targets", i, "url"]

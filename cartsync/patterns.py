@@ -16,7 +16,8 @@ pathspec is imported on first use: most runs have no excludes.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import pathspec

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import builtins
+import contextlib
 import hashlib
 import logging
 import os
@@ -132,11 +133,9 @@ class FsspecBackend(Backend):
     def begin(self, plan: Plan) -> builtins.list[Change]:
         """Remove the temp files an interrupted copy left (cartsync's own: no delete: true needed)."""
         done = []
-        for change, key in zip(self.plan_changes(plan), sorted(self.stale)):
-            try:
+        for change, key in zip(self.plan_changes(plan), sorted(self.stale), strict=True):
+            with contextlib.suppress(FileNotFoundError):     # gone already (another run finished that copy)
                 self.fs.rm_file(self.path(key))
-            except FileNotFoundError:
-                pass                 # gone already (another run finished that copy)
             done.append(change)
         self.stale = ()
         return done
