@@ -155,6 +155,8 @@ def lock_parts(manifest: Manifest, files: list[SourceFile], scope: Scope) -> lis
 
 def precheck(files: list[SourceFile], targets: list[TargetConfig]) -> None:
     """Key clashes and target limits, from sizes alone: before hashing anything or sending a request."""
+    for t in targets:
+        _check_key_lengths(t, backend_class(t).features, [f.key for f in files])
     limited = [(t, cls) for t in targets
                if (cls := backend_class(t)).features.flat or cls.features.max_files or cls.features.max_bytes]
     if not limited:
@@ -164,6 +166,23 @@ def precheck(files: list[SourceFile], targets: list[TargetConfig]) -> None:
         keys = files_for(target, sorted(sizes))
         mapping = cls.map_keys(target, keys)
         _check_limits(cls.features, {mapping[k]: sizes[k] for k in keys}, {}, target)
+
+
+def _check_key_lengths(target: TargetConfig, feats: Features, keys: list[str]) -> None:
+    """Keys the store would refuse (S3: over 1,024 bytes of UTF-8, prefix included), before any upload:
+    the store itself would refuse them mid-apply, after other files went up."""
+    limit = feats.max_key_bytes
+    if limit is None:
+        return
+    prefix = target.url.split("://", 1)[-1].strip("/").partition("/")[2]
+    full = {k: len(f"{prefix}/{k}".encode() if prefix else k.encode()) for k in keys}
+    long = sorted(k for k, n in full.items() if n > limit)
+    if long:
+        first = long[0] if len(long[0]) <= 60 else long[0][:57] + "..."
+        more = f" and {len(long) - 1} more" if len(long) > 1 else ""
+        raise PlanError(f"target {target.name}: {len(long)} key(s) longer than the store's limit of {limit:,} "
+                        f"bytes (UTF-8, with the prefix): {first} ({full[long[0]]:,} bytes){more}",
+                        "shorten those file or folder names, or the target prefix; nothing was uploaded")
 
 
 def plan_target(backend: Backend, target: TargetConfig, local: dict[str, LocalFile],
@@ -177,7 +196,7 @@ def plan_target(backend: Backend, target: TargetConfig, local: dict[str, LocalFi
     remote = backend.resolve(remote, mapped)
     _check_limits(backend.features, {k: f.size for k, f in mapped.items()}, remote, target)
     plan = make_plan(target.name, backend.url, mapped, remote, overwrite=target.overwrite, delete=target.delete,
-                     scope=scope)
+                     scope=scope, folders=backend.features.folders)
     plan = guarded(plan, len(remote), target.max_delete, allow_mass_delete)
     return dataclasses.replace(plan, changes=backend.plan_changes(plan))
 

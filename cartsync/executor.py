@@ -1,7 +1,7 @@
 """Plan → transfers. The only code that calls a backend's write methods.
 
-Data files first (concurrently), catalogs after all data succeeded, deletions
-last and only if every upload succeeded; each upload verified and retried
+What is in the way of an upload first, data files (concurrently), catalogs
+after all data succeeded, deletions last and only if every upload succeeded; each upload verified and retried
 under the one retry policy.
 """
 from __future__ import annotations
@@ -17,7 +17,6 @@ from .backends.base import Backend
 from .errors import SourceChanged
 from .inventory import hashed, still_same
 from .model import Action, Kind, Outcome, Plan, Report
-from .planner import is_catalog
 from .progress import Bar
 from .render import human_size
 from .retry import GaveUp, RetryPolicy, describe_error
@@ -50,14 +49,19 @@ class Executor:
         report.changes += self.backend.begin(plan)
         uploads = plan.uploads
         # largest first: a big file started last would upload alone at the end while the rest sit idle
-        data = sorted((a for a in uploads if not is_catalog(a.key)), key=lambda a: -a.size)
-        catalogs = [a for a in uploads if is_catalog(a.key)]
-        deletes = plan.of(Kind.DELETE)
+        data = sorted((a for a in uploads if not a.catalog), key=lambda a: -a.size)
+        catalogs = [a for a in uploads if a.catalog]
+        clear = [a for a in plan.of(Kind.DELETE) if a.first]     # what is in the way of an upload: first
+        deletes = [a for a in plan.of(Kind.DELETE) if not a.first]
         if plan.deletes_refused:          # the max_delete guard: the uploads go ahead, the deletes do not
             report.refused, deletes = deletes, []
         total = sum(a.size for a in uploads)
         with interrupt.aborting(self.backend.interrupted), Bar(plan.target, total, len(uploads),
                                                                  self.show_progress) as bar:
+            self._each(clear, self._delete, report)
+            if report.failed:
+                report.skipped += data
+                data = []
             self._each(data, lambda a: self._upload(a, bar), report)
             later = catalogs + deletes
             if report.failed:

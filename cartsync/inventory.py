@@ -212,7 +212,7 @@ def hash_missing(local: dict[str, LocalFile], cache: HashCache, jobs: int | None
     def one(lf: LocalFile) -> LocalFile:
         with _reading(lf.key):
             md5 = cached_digest(cache, lf.path, "md5", lambda p: md5_file(p, on_bytes))
-        return _local_file(SourceFile(lf.key, lf.path), _stat(lf.key, lf.path), md5)
+        return _local_file(SourceFile(lf.key, lf.path, lf.catalog), _stat(lf.key, lf.path), md5)
 
     todo = [lf for k, lf in local.items() if lf.md5 is None and (keys is None or k in keys)]
     if not todo:
@@ -234,7 +234,7 @@ def hashed(local: LocalFile, cache: HashCache) -> LocalFile:
 
 
 def _local_file(sf: SourceFile, st: os.stat_result, md5: str | None) -> LocalFile:
-    return LocalFile(sf.key, sf.path, st.st_size, md5, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    return LocalFile(sf.key, sf.path, st.st_size, md5, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, sf.catalog)
 
 
 def still_same(local: LocalFile) -> bool:

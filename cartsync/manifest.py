@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from . import yamlsafe
+from . import patterns, yamlsafe
 from .errors import CartsyncError, ManifestError
-from .model import DEFAULT_DELETE_LIMIT, DeleteLimit
+from .model import CATALOG_NAME, DEFAULT_DELETE_LIMIT, DeleteLimit
 
 if TYPE_CHECKING:
     import jsonschema
@@ -64,6 +64,7 @@ class SourceConfig:
     collection: bool = False
     datasets: tuple[str, ...] = ()           # collection: only these sub-folders (default: all with a catalog)
     parts: tuple[str, ...] = ("basics", "optional", "basemap")   # catalog: which groups of files
+    catalog_as: str = CATALOG_NAME           # the name the catalog is published under, at the dataset's root
 
 
 @dataclass(frozen=True)
@@ -251,6 +252,7 @@ _PATTERN_HINTS = {
     "token_env": "the NAME of an environment variable holding the token, e.g. ZENODO_TOKEN",
     "url": "start it with https://",
     "publication_date": "use YYYY-MM-DD",
+    "catalog_as": "a file name without folders, e.g. catalog.yaml",
 }
 
 
@@ -317,7 +319,7 @@ def from_data(data: Any, file: Path, root: yaml.Node | None = None, text: str | 
 def _build(file: Path, data: dict[str, Any], problems: _Problems) -> Manifest | None:
     """Semantic checks on whatever is well-typed, and the Manifest when all is well."""
     base = file.resolve().parent
-    src = data.get("source") if isinstance(data.get("source"), dict) else {}
+    src: dict[str, Any] = data["source"] if isinstance(data.get("source"), dict) else {}
     source_dir: Path | None = None
     if isinstance(src.get("dir"), str):
         try:
@@ -348,6 +350,13 @@ def _build(file: Path, data: dict[str, Any], problems: _Problems) -> Manifest | 
         problems.add(["source", "collection"], "a collection needs method: catalog or all")
     if (src.get("catalog") and method != "catalog") and not src.get("collection"):
         problems.add(["source", "catalog"], f"is only used with method: catalog (method is {method})")
+    if src.get("catalog_as") and method != "catalog":
+        problems.add(["source", "catalog_as"], f"is only used with method: catalog (method is {method})")
+    excludes = src.get("exclude")
+    for j, pattern in enumerate(excludes if isinstance(excludes, list) else []):
+        found = patterns.problem(pattern, str(source_dir) if source_dir else None) if isinstance(pattern, str) else None
+        if found is not None:
+            problems.add(["source", "exclude", j], f"{json.dumps(pattern)} {found[0]}", found[1])
 
     targets: list[TargetConfig] = []
     seen: dict[str, int] = {}
@@ -369,8 +378,118 @@ def _build(file: Path, data: dict[str, Any], problems: _Problems) -> Manifest | 
     source = SourceConfig(dir=source_dir, method=method, catalog=catalog,
                           files=tuple(src.get("files", ())), exclude=tuple(src.get("exclude", ())),
                           collection=bool(src.get("collection", False)), datasets=tuple(src.get("datasets", ())),
-                          parts=tuple(src.get("parts", ("basics", "optional", "basemap"))))
-    return Manifest(path=file, source=source, targets=tuple(targets))
+                          parts=tuple(src.get("parts", ("basics", "optional", "basemap"))),
+                          catalog_as=str(src.get("catalog_as", CATALOG_NAME)))
+    manifest = Manifest(path=file, source=source, targets=tuple(targets))
+    _check_overlaps(manifest, [i for i, t in enumerate(raw_targets) if isinstance(t, dict)], problems)
+    return None if problems.items else manifest
+
+
+def url_problem(url: str) -> tuple[str, str] | None:
+    """(problem, fix) for a store URL whose form would put unintended keys on the store: object stores keep
+    `//`, `.` and `..` in a key as written (s3://b//p stores "/p/a.tsv"), and a space at either end is part of
+    the key too. Local paths are normalized instead (expand_path)."""
+    if url != url.strip():
+        return "has a space at the start or end, which would become part of every key", f"write {url.strip()!r}"
+    if any(ord(c) < 32 or ord(c) == 127 for c in url):
+        return "holds a control character", "remove it"
+    if "://" not in url or local_path(url) is not None:
+        return None
+    scheme, rest = url.split("://", 1)
+    host, _, path = rest.partition("/")
+    if "\\" in path:
+        return ("has a backslash, which the store would keep in every key (it separates no folders there)",
+                f"write {scheme}://{host}/{path.replace(chr(92), '/')}")
+    segments = path.rstrip("/").split("/") if path.rstrip("/") else []
+    bad = [seg for seg in segments if seg in ("", ".", "..")]
+    if not bad:
+        return None
+    kept: list[str] = []
+    for seg in segments:
+        if seg == "..":
+            if kept:
+                kept.pop()
+        elif seg not in ("", "."):
+            kept.append(seg)
+    fixed = f"{scheme}://{host}" + ("/" + "/".join(kept) if kept else "")
+    what = {"": "an empty path segment (//)", ".": "a '.' path segment", "..": "a '..' path segment"}[bad[0]]
+    return f"has {what}, which the store would keep in every key", f"write {fixed}"
+
+
+def local_path(url: str) -> str | None:
+    """The folder of a local target (a plain path or file://), else None (a store cartsync cannot see into)."""
+    if "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return rest if scheme in ("file", "local") else None
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _shown(given: Path | str, real: str) -> str:
+    return f"{given}" if str(given) == real else f"{given} (through a symlink: {real})"
+
+
+def _check_overlaps(manifest: Manifest, indexes: list[int], problems: _Problems) -> None:
+    """A local target must not overlap the source (either way, through symlinks) nor hold the manifest, its
+    state file, the catalog or a Zenodo token file: with delete: true it would delete them, and a target
+    inside the source would be published into itself, one level deeper each run. Two targets must not
+    overlap each other either."""
+    src = manifest.source
+    source_real = os.path.realpath(src.dir)
+    own = [("the manifest", manifest.path.resolve()), ("its state file", manifest.state_path.resolve())]
+    if src.catalog is not None:
+        own.append(("the catalog", src.catalog))
+    own += [("the token file of target " + t.name, t.zenodo.token_file) for t in manifest.targets
+            if t.zenodo is not None and t.zenodo.token_file is not None]
+    seen: list[tuple[tuple[str, ...], str, str]] = []
+    fix = "choose a target folder outside the source folder"
+    for i, target in zip(indexes, manifest.targets, strict=True):
+        if target.zenodo is not None:
+            continue
+        where = ["targets", i, "url"]
+        folder = local_path(target.url)
+        ident = _store_identity(target, folder)
+        for other_ident, other_name, other_url in seen:
+            a, b = "/".join(ident), "/".join(other_ident)
+            if a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/"):
+                problems.add(where, f"{target.url} overlaps target {other_name} ({other_url})",
+                             "give each target its own folder or prefix: a target holding another one would "
+                             "take the other's files for its own (and delete them with delete: true)")
+                break
+        seen.append((ident, target.name, target.url))
+        if folder is None:
+            continue
+        real = os.path.realpath(folder)
+        shown = _shown(folder, real)
+        if real == source_real:
+            problems.add(where, f"{shown} is the source folder {src.dir}", fix)
+        elif _inside(source_real, real):
+            problems.add(where, f"{shown} contains the source folder {_shown(src.dir, source_real)}",
+                         fix + " (with delete: true cartsync would delete the source)")
+        elif _inside(real, source_real):
+            problems.add(where, f"{shown} is inside the source folder {_shown(src.dir, source_real)}",
+                         fix + " (each run would publish the last copy again, one level deeper)")
+        else:
+            for what, path in own:
+                path_real = os.path.realpath(path)
+                if _inside(path_real, real):
+                    problems.add(where, f"{shown} holds {what} {_shown(path, path_real)}",
+                                 f"choose a target folder that does not hold {what}")
+                    break
+
+
+def _store_identity(target: TargetConfig, folder: str | None) -> tuple[str, ...]:
+    """Where a target's files are, comparable between targets: a real local folder, or scheme, endpoint
+    and path of a store."""
+    if folder is not None:
+        return ("file", os.path.realpath(folder).lstrip("/"))
+    scheme, rest = target.url.split("://", 1) if "://" in target.url else ("", target.url)
+    scheme = {"s3a": "s3"}.get(scheme, scheme)
+    endpoint = str(target.storage_options.get("endpoint_url") or "")
+    return (scheme, endpoint, rest.strip("/"))
 
 
 def state_file_for(manifest: Path) -> Path:
@@ -433,6 +552,8 @@ def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems, fi
         elif bucket is not None and not _BUCKET_RE.fullmatch(bucket):
             problems.add(["targets", i, "url"], f"{json.dumps(bucket)} is not a valid S3 bucket name",
                          "use 3-63 lowercase letters, digits, '.' and '-'")
+        elif (malformed := url_problem(url)) is not None:
+            problems.add(["targets", i, "url"], f"{json.dumps(url)} {malformed[0]}", malformed[1])
     try:
         part_size = parse_size(t.get("part_size", DEFAULT_PART_SIZE))
     except (ValueError, TypeError):

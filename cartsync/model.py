@@ -5,13 +5,22 @@ import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 
+CATALOG_NAME = "catalog.yaml"   # the file viewers open at a dataset's root; the catalog is published so
+TMP_SUFFIX = ".cartsync-tmp"    # a local target's copies are written to <name><TMP_SUFFIX> first (backends/fsspec.py)
+
+
 
 @dataclass(frozen=True)
 class SourceFile:
-    """A file chosen for upload: its key (relative POSIX path at the target) and local path."""
+    """A file chosen for upload: its key (relative POSIX path at the target) and local path.
+
+    `catalog`: this is a dataset's catalog (whatever its local name or folder): it is written after every
+    data file of the target succeeded. Selection decides which file that is; nothing tests names later.
+    """
 
     key: str
     path: Path
+    catalog: bool = False
 
 
 @dataclass(frozen=True)
@@ -29,6 +38,7 @@ class LocalFile:
     mtime_ns: int = 0
     ctime_ns: int = 0
     inode: int = 0
+    catalog: bool = False           # a dataset's catalog (see SourceFile)
 
 
 @dataclass(frozen=True)
@@ -95,6 +105,14 @@ class Action:
     reason: str = ""
     local: LocalFile | None = None
     remote: RemoteFile | None = None
+    # a delete that clears the way for an upload (a file where a folder must go, or the reverse, on a
+    # target with real folders): it runs before the uploads, not last
+    first: bool = False
+
+    @property
+    def catalog(self) -> bool:
+        """An upload of a dataset's catalog: written only after every data file succeeded."""
+        return self.local is not None and self.local.catalog
 
 
 @dataclass(frozen=True)

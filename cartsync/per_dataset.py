@@ -33,8 +33,7 @@ def expand(manifest: Manifest, targets: list[TargetConfig], files: list[SourceFi
     if not manifest.source.collection:
         return targets
     out: list[TargetConfig] = []
-    catalogs = {dataset_of(f.key): f for f in files if f.key.count("/") == 1
-                and f.key.endswith("/" + selection.CATALOG_NAME)}
+    catalogs = {dataset_of(f.key): f for f in files if f.catalog}     # the selection says which file it is
     for t in targets:
         if t.zenodo is None:
             out.append(t)

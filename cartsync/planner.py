@@ -4,19 +4,16 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Mapping
 
+from .errors import PlanError
 from .model import Action, Change, DeleteLimit, Kind, LocalFile, Plan, RemoteFile, Scope
-
-CATALOG_NAME = "catalog.yaml"
-
-
-def is_catalog(key: str) -> bool:
-    return key.rsplit("/", 1)[-1] == CATALOG_NAME
 
 
 def _order(action: Action) -> tuple[int, str]:
-    # Data files, then catalogs (a reader never sees a catalog naming a missing file), then deletions.
-    rank = 2 if action.kind is Kind.DELETE else (1 if is_catalog(action.key) else 0)
-    return rank, action.key
+    # What is in the way of an upload first; then data files, then catalogs (a reader never sees a catalog
+    # naming a missing file), then deletions.
+    if action.kind is Kind.DELETE:
+        return (0 if action.first else 3), action.key
+    return (2 if action.catalog else 1), action.key
 
 
 def compare(local: LocalFile, remote: RemoteFile, overwrite: str) -> tuple[Kind, str]:
@@ -34,10 +31,41 @@ def compare(local: LocalFile, remote: RemoteFile, overwrite: str) -> tuple[Kind,
     return Kind.KEEP, "same size and md5"
 
 
+def in_the_way(local: Mapping[str, LocalFile], remote: Mapping[str, RemoteFile]) -> dict[str, str]:
+    """On a target with real folders: remote key → the local key it blocks. A remote file where the source
+    has a folder (remote `a`, local `a/b.tsv`), or a remote folder's files where the source has a file
+    (remote `a/b.tsv`, local `a`): neither upload can happen until the remote side is gone."""
+    blocked: dict[str, str] = {}
+    folders: dict[str, str] = {}          # every folder the remote keys need → one key under it
+    for key in remote:
+        parts = key.split("/")
+        for n in range(1, len(parts)):
+            folders.setdefault("/".join(parts[:n]), key)
+    for key in local:
+        parts = key.split("/")
+        for n in range(1, len(parts)):
+            prefix = "/".join(parts[:n])
+            if prefix in remote and prefix not in local:
+                blocked.setdefault(prefix, key)
+        if key in folders and key not in remote:
+            blocked.update({k: key for k in remote if k.startswith(key + "/") and k not in local})
+    return blocked
+
+
 def make_plan(target: str, url: str, local: Mapping[str, LocalFile], remote: Mapping[str, RemoteFile], *,
-              overwrite: str = "changed", delete: bool = False, scope: Scope = Scope(),
+              overwrite: str = "changed", delete: bool = False, scope: Scope = Scope(), folders: bool = False,
               changes: tuple[Change, ...] = (), notes: tuple[str, ...] = ()) -> Plan:
+    """`folders`: the target is a real folder tree (a local target), where a file and a folder cannot share
+    a name; what stands in the way of an upload is deleted first (only with `delete`, else a PlanError)."""
     actions: list[Action] = []
+    blocked = in_the_way(local, remote) if folders else {}
+    if blocked and not delete:
+        first = min(blocked)
+        what = ("a file where the source has a folder" if blocked[first].startswith(first + "/")
+                else "inside a folder where the source has a file")
+        more = f" (and {len(blocked) - 1} more)" if len(blocked) > 1 else ""
+        raise PlanError(f"target {target}: {first} on the target is {what} ({blocked[first]}){more}",
+                        "set delete: true on the target to let cartsync remove it first, or remove it yourself")
     for key, lf in local.items():
         rf = remote.get(key)
         if rf is None:
@@ -50,7 +78,9 @@ def make_plan(target: str, url: str, local: Mapping[str, LocalFile], remote: Map
         notes += (f"only this run's {len(scope.datasets)} dataset(s) are compared; everything else under the "
                   f"target is left alone ({scope.why})",)
     if delete:
-        actions += [Action(Kind.DELETE, k, remote[k].size, "not in source", None, remote[k]) for k in orphans]
+        actions += [Action(Kind.DELETE, k, remote[k].size, f"in the way of {blocked[k]}", None, remote[k], first=True)
+                    if k in blocked else Action(Kind.DELETE, k, remote[k].size, "not in source", None, remote[k])
+                    for k in orphans]
     elif orphans:
         notes += (f"{len(orphans)} remote file(s) not in the source are kept (delete: false)",)
     return Plan(target, url, tuple(sorted(actions, key=_order)), changes, notes)

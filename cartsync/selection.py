@@ -1,23 +1,30 @@
 """Choose the local files to publish: method all | catalog | list, excludes, collections.
 
-Keys are relative POSIX paths; every selected path must resolve (after `..`
-and symlinks) inside the source folder.
+Keys are relative POSIX paths; every selected data file must resolve (after
+`..` and symlinks) inside the source folder. Selection also decides which file
+is a dataset's catalog (`SourceFile.catalog`): with method: catalog the file
+`source.catalog` names, wherever it is (cartloader's `--catalog-yaml` may be
+outside `--in-dir`), published as `source.catalog_as` (default catalog.yaml) at
+the dataset's root, its references resolved against the source folder, where
+the published catalog sits; with all and list, the catalog.yaml at the root.
+Files ending in cartsync's temp suffix are refused: a local target ignores and
+cleans up such files, so one could never be published.
 """
 from __future__ import annotations
 
-import functools
 import os
 import re
 import stat
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-from . import yamlsafe
+from . import patterns, yamlsafe
 from .errors import SourceError
 from .manifest import SourceConfig
-from .model import SourceFile
+from .model import CATALOG_NAME, TMP_SUFFIX, SourceFile
 
-CATALOG_NAME = "catalog.yaml"
+matches = patterns.matches      # header globs (backends/s3.py) share the exclude semantics
+
 # Catalog values under these keys are identifiers or prose, never files.
 _NOT_FILE_KEYS = {"id", "name", "title", "description", "default", "version", "label", "url", "doi", "analysis",
                   "raw_pixel_col"}
@@ -48,9 +55,10 @@ def select(source: SourceConfig) -> list[SourceFile]:
                 problems.append(f"{folder}: dataset id {dataset_id!r} is also used by {seen[dataset_id]}")
                 continue
             seen[dataset_id] = folder
-            sub = SourceConfig(dir=folder, method=source.method, exclude=source.exclude, parts=source.parts)
+            sub = SourceConfig(dir=folder, method=source.method, exclude=source.exclude, parts=source.parts,
+                               catalog_as=source.catalog_as)
             try:
-                files += [SourceFile(f"{dataset_id}/{f.key}", f.path) for f in _select_one(sub, folder)]
+                files += [SourceFile(f"{dataset_id}/{f.key}", f.path, f.catalog) for f in _select_one(sub, folder)]
             except SourceError as exc:
                 problems.append(exc.message)
         if problems:
@@ -77,26 +85,45 @@ def dataset_id_of(catalog: Path, fallback: str) -> str:
 def _select_one(source: SourceConfig, root: Path) -> list[SourceFile]:
     problems: list[str] = []
     plain: set[str] = set()      # regular files the walk saw (scandir's d_type): no second lstat needed
+    catalog: Path | None = None
+    inside: str | None = None    # the catalog's path under root, if it is there
     if source.method == "all":
-        candidates = list(_walk(root, problems, plain))
+        candidates = list(_walk(root, problems, plain, patterns.pruned_folder(source.exclude)))
     elif source.method == "list":
         candidates = list(source.files)
     else:
-        catalog = (source.catalog or root / CATALOG_NAME)
+        catalog = source.catalog or root / CATALOG_NAME
         candidates = catalog_files(catalog, root, problems, source.parts)
-    excluded = [c for c in candidates if _excluded(c, source.exclude)]
+        inside = _rel_or_none(catalog, root)
+        if inside is not None:
+            candidates.append(inside)        # for the exclude check below; the catalog is added apart
+    excluded = [c for c in candidates if patterns.excluded(c, source.exclude)] if source.exclude else []
     if source.method == "all":
-        candidates = [c for c in candidates if c not in excluded]
+        dropped = set(excluded)
+        candidates = [c for c in candidates if c not in dropped]
     elif excluded:
         for c in excluded:
             problems.append(f"{c}: selected by the {source.method} but matched by an exclude pattern"
                             " (remove the pattern or the reference)")
+    if inside is not None:
+        candidates.remove(inside)
     files: dict[str, SourceFile] = {}
     real_dirs: dict[str, str | None] = {}
     for rel in candidates:
+        if rel.endswith(TMP_SUFFIX):
+            problems.append(f"{rel}: ends in {TMP_SUFFIX}, the suffix of cartsync's own temp files (rename it, "
+                            f"or exclude it with \"*{TMP_SUFFIX}\")")
+            continue
         f = _plain(root, rel, real_dirs, rel in plain) or _checked(root, rel, problems)
         if f is not None:
             files[f.key] = f
+    if catalog is not None:
+        if source.catalog_as in files:
+            problems.append(f"{source.catalog_as}: named in {catalog.name} as a data file, but the catalog is "
+                            f"published under that name (rename the file, or set source.catalog_as)")
+        files[source.catalog_as] = SourceFile(source.catalog_as, catalog, catalog=True)
+    elif CATALOG_NAME in files:
+        files[CATALOG_NAME] = SourceFile(CATALOG_NAME, files[CATALOG_NAME].path, catalog=True)
     if problems:
         raise SourceError("\n".join(problems), "every selected file must exist inside " + str(root))
     return sorted(files.values(), key=lambda f: f.key)
@@ -105,6 +132,13 @@ def _select_one(source: SourceConfig, root: Path) -> list[SourceFile]:
 def read_catalog(path: Path) -> dict[str, Any]:
     """A catalog's top-level mapping (SourceError naming the file and line if it cannot be read)."""
     return _read_catalog(path)
+
+
+def _rel_or_none(path: Path, root: Path) -> str | None:
+    try:
+        return _rel(path, root)
+    except ValueError:
+        return None
 
 
 def _read_catalog(path: Path) -> dict[str, Any]:
@@ -156,28 +190,23 @@ def part_of(dotted: str) -> str:
 
 def catalog_files(catalog: Path, root: Path, problems: list[str],
                   parts: tuple[str, ...] = ("basics", "optional", "basemap")) -> list[str]:
-    """Paths (relative to root) of the catalog and every file it references, in catalog order."""
+    """Paths (relative to root) of every data file the catalog references, in catalog order (the catalog
+    itself not included). References resolve against root, where the catalog is published (as cartloader
+    resolves them against --in-dir), wherever the local catalog file is."""
     data = _read_catalog(catalog)
-    base = catalog.parent
-    try:
-        cat_rel = _rel(catalog, root)
-    except ValueError:
-        problems.append(f"{catalog}: catalog is outside the source folder {root}")
-        return []
     refs: list[str] = []
-    named = list(_references(data, base))
+    named = list(_references(data, root))
     if not named:
         problems.append(f"{catalog}: catalog references no files")
     for ref in dict.fromkeys(v for k, v in named if part_of(k) in parts):
         if os.path.isabs(ref):
             problems.append(f"{ref}: absolute path in {catalog.name} (catalog paths are relative to its folder)")
             continue
-        full = base / ref
         try:
-            refs.append(_rel(full, root))
+            refs.append(_rel(root / ref, root))
         except ValueError:
             problems.append(f"{ref}: outside the source folder (named in {catalog.name})")
-    return refs + [cat_rel]
+    return refs
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -260,8 +289,10 @@ def _checked(root: Path, rel: str, problems: list[str]) -> SourceFile | None:
     return SourceFile(key=key, path=path)
 
 
-def _walk(root: Path, problems: list[str], plain: set[str]) -> Iterator[str]:
+def _walk(root: Path, problems: list[str], plain: set[str],
+          pruned: Callable[[str], bool] = lambda rel: False) -> Iterator[str]:
     """Every file under root as a relative POSIX path; follows folder symlinks only inside root, once.
+    Folders `pruned` says are excluded as a whole are not entered (nothing in them is a problem).
     Regular files (not symlinks) are also added to `plain`."""
     seen = {root}
     stack = [root]
@@ -275,6 +306,8 @@ def _walk(root: Path, problems: list[str], plain: set[str]) -> Iterator[str]:
             continue
         for entry in entries:
             rel = entry.path[len(base):]       # scandir joins with "/": the relative key, without pathlib
+            if entry.is_dir() and pruned(rel):
+                continue
             if entry.is_dir(follow_symlinks=False):
                 stack.append(Path(entry.path))
             elif entry.is_symlink() and os.path.isdir(entry.path):
@@ -288,31 +321,3 @@ def _walk(root: Path, problems: list[str], plain: set[str]) -> Iterator[str]:
                 if entry.is_file(follow_symlinks=False):
                     plain.add(rel)
                 yield rel
-
-
-@functools.lru_cache(maxsize=None)
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    out, i = "", 0
-    while i < len(pattern):
-        c = pattern[i]
-        if pattern.startswith("**/", i):
-            out, i = out + "(?:.*/)?", i + 3
-        elif pattern.startswith("**", i):
-            out, i = out + ".*", i + 2
-        elif c == "*":
-            out, i = out + "[^/]*", i + 1
-        elif c == "?":
-            out, i = out + "[^/]", i + 1
-        else:
-            out, i = out + re.escape(c), i + 1
-    return re.compile(out + r"\Z")
-
-
-def matches(key: str, pattern: str) -> bool:
-    """Glob match on a key: a pattern without `/` matches the file name at any depth."""
-    target = key if "/" in pattern.rstrip("/") or pattern.startswith("**") else key.rsplit("/", 1)[-1]
-    return bool(_glob_regex(pattern).match(target))
-
-
-def _excluded(key: str, patterns: tuple[str, ...]) -> bool:
-    return any(matches(key, p) for p in patterns)

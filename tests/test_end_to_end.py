@@ -1,6 +1,7 @@
 """The core promises, end to end through the CLI on real local folders."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -104,20 +105,26 @@ def test_catalog_is_written_last(tmp_path, dataset, cli):
     assert all(t <= times["catalog.yaml"] for t in times.values())
 
 
-def test_failed_upload_blocks_catalog_and_deletes(tmp_path, dataset, cli):
+def test_failed_upload_blocks_catalog_and_deletes(tmp_path, dataset, cli, monkeypatch):
     m = manifest_for(tmp_path, dataset, delete=True)
     assert cli("apply", m)[0] == 0
     out = tmp_path / "out"
     (out / "old.pmtiles").write_bytes(b"stale")                    # should be deleted… but not now
     (dataset / "genes_bin1.pmtiles").write_bytes(b"changed")
     (dataset / "catalog.yaml").write_text((dataset / "catalog.yaml").read_text() + "# v2\n")
-    # A real, permanent failure: the target folder for one file is read-only.
-    blocker = out / "genes_bin1.pmtiles"
-    blocker.unlink()
-    blocker.mkdir()                                               # a folder where the file must go
+    # A permanent failure for one file: its rename into place finds the disk full. (This test used a folder
+    # where the file goes; cartsync now clears such a folder, see tests/test_safety_local.py.)
+    real_replace = os.replace
+
+    def full_disk(src, dst):
+        if Path(dst).name == "genes_bin1.pmtiles":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr("cartsync.backends.fsspec.os.replace", full_disk)
     code, stdout, _ = cli("apply", m)
     assert code == 1
-    assert "  FAILED genes_bin1.pmtiles: IsADirectoryError" in stdout
+    assert "  FAILED genes_bin1.pmtiles: OSError: [Errno 28] No space left on device" in stdout
     assert "not done because of the failure(s) above: 2 action(s) (catalog.yaml, old.pmtiles)" in stdout
     assert (out / "old.pmtiles").read_bytes() == b"stale"
     assert not (out / "catalog.yaml").read_text().endswith("# v2\n")

@@ -23,6 +23,11 @@ CASES = [
      ['m.yaml:6: targets[0].delete: expected true or false, got a string "yes"']),
     ("wrong_version", "version: 2\n" + OK_SOURCE + T,
      ["m.yaml:1: version: a number 2 is not allowed (use 1)"]),
+    ("catalog_as_with_all", "version: 1\nsource: {dir: src, method: all, catalog_as: c.yaml}\n" + T,
+     ["m.yaml:2: source.catalog_as: is only used with method: catalog (method is all)"]),
+    ("catalog_as_with_folder", "version: 1\nsource: {dir: src, catalog_as: a/c.yaml}\n" + T,
+     ['m.yaml:2: source.catalog_as: a string "a/c.yaml" has the wrong form (a file name without folders, e.g. '
+      'catalog.yaml)']),
     ("no_targets", "version: 1\n" + OK_SOURCE + "targets: []\n",
      ["m.yaml:3: targets: must not be empty (list at least one item)"]),
     ("missing_source", "version: 1\n" + T,

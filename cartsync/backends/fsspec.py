@@ -2,12 +2,20 @@
 
 Local folders and memory stores list no checksums, so `resolve` hashes the
 remote copy (local folders through the hash cache, so a re-plan is free).
-Local writes go to a temporary name and are renamed into place: a reader
-never sees half a file.
+Local writes go to a temporary name (`<name>.cartsync-tmp`, or a hashed short
+name where that would be too long for the file system) and are renamed into
+place: a reader never sees half a file. Temp files a killed run left behind
+are never listed as data; the plan shows them and `begin` removes them (they
+are cartsync's own, so this needs no `delete: true`). A local target is a real
+folder tree (`features.folders`): the planner clears a file standing where a
+folder must go, or the reverse, before the uploads; deleting a file also
+removes the folders it leaves empty.
 """
 from __future__ import annotations
 
 import base64
+import builtins
+import contextlib
 import hashlib
 import logging
 import os
@@ -20,11 +28,19 @@ from fsspec.implementations.local import LocalFileSystem
 
 from ..errors import RemoteError, VerifyError
 from ..inventory import CHUNK, cached_digest, md5_file
-from ..model import KeyRange, LocalFile, RemoteFile
-from .base import Backend, Progress, unreachable
+from ..model import TMP_SUFFIX, Change, KeyRange, LocalFile, Plan, RemoteFile
+from .base import Backend, Features, Progress, unreachable
 
 log = logging.getLogger(__name__)
-TMP_SUFFIX = ".cartsync-tmp"
+NAME_MAX = 255     # bytes in one file name on the usual local file systems (ext4, xfs, apfs, ntfs)
+
+
+def tmp_name(name: str) -> str:
+    """The temp file a copy of `name` is written to, in the same folder; short enough for the file system."""
+    tmp = name + TMP_SUFFIX
+    if len(os.fsencode(tmp)) <= NAME_MAX:
+        return tmp
+    return "." + hashlib.sha1(os.fsencode(name)).hexdigest() + TMP_SUFFIX
 
 
 def md5_from_info(info: Mapping[str, Any]) -> tuple[str | None, str | None]:
@@ -52,6 +68,9 @@ class FsspecBackend(Backend):
         self.fs = fs
         self.root = (root or "").rstrip("/")
         self.local = isinstance(fs, LocalFileSystem)
+        if self.local:
+            self.features = Features(folders=True)
+        self.stale: tuple[str, ...] = ()     # temp files of an interrupted copy, found by list(), removed by begin()
 
     def path(self, key: str) -> str:
         return f"{self.root}/{key}"
@@ -70,10 +89,17 @@ class FsspecBackend(Backend):
             raise unreachable(self, exc) from None
         prefix = self.root + "/"
         out: dict[str, RemoteFile] = {}
+        self.stale = ()
         for path, info in entries.items():
             path = path if not self.local else Path(path).as_posix()
             # never touch anything outside the prefix: s3://b/sample1 must not see s3://b/sample10/…
-            if not path.startswith(prefix) or path.endswith(TMP_SUFFIX) or info.get("type") == "directory":
+            if not path.startswith(prefix) or info.get("type") == "directory":
+                continue
+            if self.local and path.endswith(TMP_SUFFIX):      # only local copies go through a temp file
+                key = path[len(prefix):]
+                # a shard cleans up only in its own datasets: another shard may be copying that file now
+                if within is None or within.start_after < key < within.stop_at:
+                    self.stale += (key,)
                 continue
             md5, etag = md5_from_info(info)
             out[path[len(prefix):]] = RemoteFile(path[len(prefix):], int(info.get("size") or 0), md5, etag)
@@ -100,6 +126,20 @@ class FsspecBackend(Backend):
         return {k: (RemoteFile(k, r.size, digests[k], r.etag, r.extra) if k in digests else r)
                 for k, r in remote.items()}
 
+    def plan_changes(self, plan: Plan) -> tuple[Change, ...]:
+        return tuple(Change("-", f"temp file {key}", "left by an interrupted copy; removed on apply")
+                     for key in sorted(self.stale))
+
+    def begin(self, plan: Plan) -> builtins.list[Change]:
+        """Remove the temp files an interrupted copy left (cartsync's own: no delete: true needed)."""
+        done = []
+        for change, key in zip(self.plan_changes(plan), sorted(self.stale), strict=True):
+            with contextlib.suppress(FileNotFoundError):     # gone already (another run finished that copy)
+                self.fs.rm_file(self.path(key))
+            done.append(change)
+        self.stale = ()
+        return done
+
     def upload(self, local: LocalFile, key: str, progress: Progress) -> RemoteFile:
         dest = self.path(key)
         if self.local:
@@ -118,7 +158,9 @@ class FsspecBackend(Backend):
 
     def _put_local(self, local: LocalFile, dest: Path, progress: Progress) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + TMP_SUFFIX)
+        if dest.is_dir() and not dest.is_symlink():
+            dest.rmdir()       # an empty folder where the file goes (its files were cleared first); holds nothing
+        tmp = dest.with_name(tmp_name(dest.name))
         try:
             with open(local.path, "rb") as src, open(tmp, "wb") as out:
                 while chunk := src.read(CHUNK):
@@ -133,3 +175,16 @@ class FsspecBackend(Backend):
 
     def delete(self, remote: RemoteFile) -> None:
         self.fs.rm_file(self.path(remote.key))
+        if self.local:
+            self._prune(Path(self.path(remote.key)).parent)
+
+    def _prune(self, folder: Path) -> None:
+        """Remove the folders a delete left empty, up to (not including) the target's root: an empty
+        folder would stand where the source may now have a file of that name."""
+        root = Path(self.root)
+        while folder != root and root in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:
+                return               # not empty (or already gone): nothing more to prune
+            folder = folder.parent

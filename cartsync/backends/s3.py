@@ -25,7 +25,7 @@ from ..model import KeyRange, LocalFile, Plan, RemoteFile
 from ..retry import Timeouts
 from ..selection import matches
 from . import s3_list
-from .base import Backend, Progress, unreachable
+from .base import Backend, Features, Progress, unreachable
 
 log = logging.getLogger(__name__)
 MiB = 2**20
@@ -113,6 +113,7 @@ def _translated(exc: Exception) -> Exception:
 
 
 class S3Backend(Backend):
+    features = Features(max_key_bytes=1024)     # S3 refuses longer keys (KeyTooLongError), mid-apply
     def __init__(self, target, cache) -> None:
         super().__init__(target, cache)
         self.root = target.url.split("://", 1)[1].strip("/")
