@@ -1,7 +1,16 @@
 """Choose the local files to publish: method all | catalog | list, excludes, collections.
 
-Keys are relative POSIX paths; every selected path must resolve (after `..`
-and symlinks) inside the source folder.
+Keys are relative POSIX paths; every selected data file must resolve (after
+`..` and symlinks) inside the source folder. The catalog is the exception
+by design: it may live anywhere (cartloader's `--catalog-yaml`), is always
+published as `catalog.yaml` at the dataset root (the one file viewers open),
+and the files it names are resolved against the source folder, as cartloader
+and the viewer both read them.
+
+A catalog value is a file unless its key says otherwise: the same keys
+cartloader's `collect_files_from_yaml` skips (ids, names, `raw_pixel_col`,
+`analysis_type`, …) plus prose (`description`, `title`) and a basemap's
+`default`; a value is then a file when it has an extension or a `/`.
 """
 from __future__ import annotations
 
@@ -20,7 +29,7 @@ from .model import SourceFile
 CATALOG_NAME = "catalog.yaml"
 # Catalog values under these keys are identifiers or prose, never files.
 _NOT_FILE_KEYS = {"id", "name", "title", "description", "default", "version", "label", "url", "doi", "analysis",
-                  "raw_pixel_col"}
+                  "analysis_type", "raw_pixel_col"}
 _OPTIONAL_SUFFIXES = ("umap.tsv", "umap.png", "umap.ind_png", "umap.pmtiles")
 _FILE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,12}$")
 
@@ -43,7 +52,7 @@ def select(source: SourceConfig) -> list[SourceFile]:
                               "a collection is a folder of datasets, each with its own catalog.yaml")
         seen: dict[str, Path] = {}
         for folder in datasets:
-            dataset_id = dataset_id_of(folder / CATALOG_NAME, folder.name)
+            dataset_id = dataset_id_of(folder / CATALOG_NAME, cartloader_id(folder.name))
             if dataset_id in seen:
                 problems.append(f"{folder}: dataset id {dataset_id!r} is also used by {seen[dataset_id]}")
                 continue
@@ -66,6 +75,11 @@ def _non_empty(files: list[SourceFile], root: Path) -> list[SourceFile]:
     return files
 
 
+def cartloader_id(folder_name: str) -> str:
+    """A dataset's sub-prefix when its catalog has no id: cartloader's `input_id.replace("_", "-").lower()`."""
+    return folder_name.replace("_", "-").lower()
+
+
 def dataset_id_of(catalog: Path, fallback: str) -> str:
     data = _read_catalog(catalog)
     value = data.get("id")
@@ -82,8 +96,12 @@ def _select_one(source: SourceConfig, root: Path) -> list[SourceFile]:
     elif source.method == "list":
         candidates = list(source.files)
     else:
-        catalog = (source.catalog or root / CATALOG_NAME)
-        candidates = catalog_files(catalog, root, problems, source.parts)
+        catalog = source.catalog or root / CATALOG_NAME
+        candidates = catalog_refs(catalog, root, problems, source.parts)
+        if CATALOG_NAME in candidates:
+            problems.append(f"{CATALOG_NAME}: named in {catalog.name} as a data file, but the catalog is published "
+                            f"under that name (rename the file)")
+        candidates.append(CATALOG_NAME)
     excluded = [c for c in candidates if _excluded(c, source.exclude)]
     if source.method == "all":
         candidates = [c for c in candidates if c not in excluded]
@@ -94,7 +112,10 @@ def _select_one(source: SourceConfig, root: Path) -> list[SourceFile]:
     files: dict[str, SourceFile] = {}
     real_dirs: dict[str, str | None] = {}
     for rel in candidates:
-        f = _plain(root, rel, real_dirs, rel in plain) or _checked(root, rel, problems)
+        if source.method == "catalog" and rel == CATALOG_NAME:
+            f = _catalog_file(source.catalog or root / CATALOG_NAME, root, problems)
+        else:
+            f = _plain(root, rel, real_dirs, rel in plain) or _checked(root, rel, problems)
         if f is not None:
             files[f.key] = f
     if problems:
@@ -154,30 +175,44 @@ def part_of(dotted: str) -> str:
     return "basics"
 
 
-def catalog_files(catalog: Path, root: Path, problems: list[str],
-                  parts: tuple[str, ...] = ("basics", "optional", "basemap")) -> list[str]:
-    """Paths (relative to root) of the catalog and every file it references, in catalog order."""
+def catalog_refs(catalog: Path, root: Path, problems: list[str],
+                 parts: tuple[str, ...] = ("basics", "optional", "basemap")) -> list[str]:
+    """Paths (relative to root) of every file the catalog references in `parts`, in catalog order."""
     data = _read_catalog(catalog)
-    base = catalog.parent
-    try:
-        cat_rel = _rel(catalog, root)
-    except ValueError:
-        problems.append(f"{catalog}: catalog is outside the source folder {root}")
-        return []
     refs: list[str] = []
-    named = list(_references(data, base))
+    named = list(_references(data, root))
     if not named:
         problems.append(f"{catalog}: catalog references no files")
     for ref in dict.fromkeys(v for k, v in named if part_of(k) in parts):
         if os.path.isabs(ref):
-            problems.append(f"{ref}: absolute path in {catalog.name} (catalog paths are relative to its folder)")
+            problems.append(f"{ref}: absolute path in {catalog.name} (catalog paths are relative to the dataset "
+                            "folder)")
             continue
-        full = base / ref
         try:
-            refs.append(_rel(full, root))
+            refs.append(_rel(root / ref, root))
         except ValueError:
             problems.append(f"{ref}: outside the source folder (named in {catalog.name})")
-    return refs + [cat_rel]
+    return refs
+
+
+def catalog_files(catalog: Path, root: Path, problems: list[str],
+                  parts: tuple[str, ...] = ("basics", "optional", "basemap")) -> list[str]:
+    """The keys a catalog selection publishes: its references, then `catalog.yaml` (the catalog itself)."""
+    return catalog_refs(catalog, root, problems, parts) + [CATALOG_NAME]
+
+
+def _catalog_file(catalog: Path, root: Path, problems: list[str]) -> SourceFile | None:
+    """The catalog, keyed `catalog.yaml` whatever its name. Inside root it passes the data files' checks
+    (a symlink out of root is refused); a catalog the user named outside root is taken as named."""
+    try:
+        rel = _rel(catalog, root)
+    except ValueError:
+        if not catalog.is_file():
+            problems.append(f"{catalog}: catalog is not a regular file")
+            return None
+        return SourceFile(key=CATALOG_NAME, path=catalog)
+    f = _checked(root, rel, problems)
+    return SourceFile(key=CATALOG_NAME, path=f.path) if f is not None else None
 
 
 def _rel(path: Path, root: Path) -> str:
