@@ -206,10 +206,9 @@ def aws_manifest(args: argparse.Namespace, cwd: Path) -> dict[str, Any]:
 
 def cmd_upload_aws(args: argparse.Namespace) -> int:
     data = aws_manifest(args, Path.cwd())
-    if args.aws and not args.print_manifest:
-        print("note: the aws CLI in --aws is not run; cartsync talks to S3 itself (with its connection flags)",
-              file=sys.stderr)
-    code = run_translated(data, args, "upload-aws")
+    notes = ["the aws CLI in --aws is not run; cartsync talks to S3 itself (with its connection flags)"] \
+        if args.aws else []
+    code = run_translated(data, args, "upload-aws", notes)
     if code == 0 and not (args.dry_run or args.print_manifest):
         source = data["source"]
         root = Path(source["dir"])
@@ -305,12 +304,13 @@ def _zenodo_source(args: argparse.Namespace, in_dir: Path, cwd: Path) -> dict[st
     return source
 
 
-def zenodo_manifest(args: argparse.Namespace, cwd: Path) -> tuple[dict[str, Any], Path, str, str]:
-    """(manifest data, state file, state key, marker)."""
+def zenodo_manifest(args: argparse.Namespace, cwd: Path) -> tuple[dict[str, Any], tuple[Path, str, str], list[str]]:
+    """(manifest data, (state file, state key, marker), notes for the user)."""
     in_dir = (cwd / args.in_dir).resolve()
     if not in_dir.is_dir():
         raise CartsyncError(f"--in-dir {args.in_dir}: {'not a folder' if in_dir.exists() else 'no such folder'}")
     server = args.zenodo_url.rstrip("/")
+    token = _token_file(args, cwd)
     source = _zenodo_source(args, in_dir, cwd)
     state_file = in_dir / STATE_NAME
     key, marker = _identity(server, in_dir, _catalog_of(args, in_dir, cwd))
@@ -338,31 +338,30 @@ def zenodo_manifest(args: argparse.Namespace, cwd: Path) -> tuple[dict[str, Any]
                          ("description", args.description)):
         if value:
             meta[field] = value
+    notes = []
     if new and not args.description:
         meta["description"] = NO_DESCRIPTION
-        if not args.print_manifest:
-            print(f'note: no --description: the deposition\'s description is "{NO_DESCRIPTION}" (cartloader\'s '
-                  "default); add --description to set it", file=sys.stderr)
+        notes.append(f'no --description: the deposition\'s description is "{NO_DESCRIPTION}" (cartloader\'s '
+                     "default); add --description to set it")
+    if not (args.overwrite or args.restart):
+        notes.append("without --overwrite, files already in the deposition are kept even if their content "
+                     "changed (as cartloader does); add --overwrite to replace changed files")
     if args.creators:
         # cartloader sends each name as given ({"name": name}); the object form takes any name
         meta["creators"] = [c if "," in c else {"name": c} for c in (c.strip() for c in args.creators)]
     zen: dict[str, Any] = {"url": server, "deposition": deposition, "publish": bool(args.publish),
                            "metadata": meta}
-    token = _token_file(args, cwd)
     if token:
         zen["token_file"] = token
     target = {"name": "zenodo", "zenodo": zen,
               "overwrite": "always" if args.restart else ("changed" if args.overwrite else "never"),
               "delete": bool(args.restart)}
-    return {"version": 1, "source": source, "targets": [target]}, state_file, key, marker
+    return {"version": 1, "source": source, "targets": [target]}, (state_file, key, marker), notes
 
 
 def cmd_upload_zenodo(args: argparse.Namespace) -> int:
-    data, state_file, key, marker = zenodo_manifest(args, Path.cwd())
-    if not (args.overwrite or args.restart) and not args.print_manifest:
-        print("note: without --overwrite, files already in the deposition are kept even if their content "
-              "changed (as cartloader does); add --overwrite to replace changed files", file=sys.stderr)
-    code = run_translated(data, args, "upload-zenodo", state=(state_file, key, marker))
+    data, state, notes = zenodo_manifest(args, Path.cwd())
+    code = run_translated(data, args, "upload-zenodo", notes, state)
     if code == 0 and args.upload_method == "catalog" and not (args.dry_run or args.print_manifest):
         in_dir = Path(data["source"]["dir"])
         catalog = Path(data["source"].get("catalog") or in_dir / selection.CATALOG_NAME)
@@ -403,10 +402,11 @@ def _as_flags(exc: ManifestError, file: Path) -> CartsyncError:
                          "\n".join(f"  {line}" for line in lines), exc.hint)
 
 
-def run_translated(data: dict[str, Any], args: argparse.Namespace, what: str,
+def run_translated(data: dict[str, Any], args: argparse.Namespace, what: str, notes: list[str],
                    state: tuple[Path, str, str] | None = None) -> int:
-    """Validate the translated manifest, then print it (--print-manifest) or run it through the pipeline.
-    `state`: (state file, record key, marker) naming upload-zenodo's deposition by its dataset."""
+    """Validate the translated manifest, then print it (--print-manifest) or, after the notes, run it
+    through the pipeline. `state`: (state file, record key, marker) naming upload-zenodo's deposition
+    by its dataset."""
     from .cli import run_apply
     virtual = Path.cwd() / f"<{what} flags>"
     try:
@@ -418,6 +418,8 @@ def run_translated(data: dict[str, Any], args: argparse.Namespace, what: str,
                          f"#   cartsync apply FILE --jobs {args.n_jobs}\n")
         sys.stdout.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
         return 0
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     if state is not None:
         state_file, key, marker = state
         m = dataclasses.replace(m, targets=tuple(
