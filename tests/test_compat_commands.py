@@ -240,6 +240,9 @@ def test_two_datasets_from_one_folder_make_two_depositions(here, token, zenodo, 
     by_title = {d.metadata["title"]: d for d in zenodo.depositions.values()}
     assert zenodo.files_of(by_title["Dataset A"].id) == md5s(a, CATALOG_SET)
     assert zenodo.files_of(by_title["Dataset C"].id) == md5s(c, CATALOG_SET)
+    # each dataset's record is in its own folder, none in the folder the commands ran from
+    assert (a / ".cartsync-upload-zenodo.json").is_file() and (c / ".cartsync-upload-zenodo.json").is_file()
+    assert list(here.glob("*cartsync*")) == []
     # A's command again, from another folder: A's deposition, nothing sent, no third deposition
     monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
     zenodo.reset_log()
