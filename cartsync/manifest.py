@@ -318,7 +318,7 @@ def from_data(data: Any, file: Path, root: yaml.Node | None = None, text: str | 
 def _build(file: Path, data: dict[str, Any], problems: _Problems) -> Manifest | None:
     """Semantic checks on whatever is well-typed, and the Manifest when all is well."""
     base = file.resolve().parent
-    src = data.get("source") if isinstance(data.get("source"), dict) else {}
+    src: dict[str, Any] = data["source"] if isinstance(data.get("source"), dict) else {}
     source_dir: Path | None = None
     if isinstance(src.get("dir"), str):
         try:

@@ -140,7 +140,7 @@ def test_catalog_under_another_name_is_published_as_catalog_yaml(here, s3, cli, 
     outside = here / "catalogs" / "mine.yaml"
     outside.parent.mkdir()
     shutil.move(data / "catalog_v2.yaml", outside)
-    code, out, err = cli("upload_aws", "--in-dir", "cartload2", "--s3-dir", f"s3://{s3.bucket}/out",
+    code, _out, err = cli("upload_aws", "--in-dir", "cartload2", "--s3-dir", f"s3://{s3.bucket}/out",
                          "--catalog-yaml", str(outside))
     assert code == 0, err
     assert s3_md5s(s3, "out") == {**md5s(data, CATALOG_SET - {"catalog.yaml"}),
@@ -154,7 +154,7 @@ def test_collection_sub_prefix_and_quoted_in_list(here, s3, cli, monkeypatch):
     cat.write_text(cat.read_text().replace("id: example-mouse-brain\n", ""))
     copy_example(here / "coll" / "s2", dataset_id="second-sample")
     (here / "list.tsv").write_text('"Sample_One"\t/data/one.tsv.gz\t"a title, with a tab-free comma"\ns2\t/x\n')
-    code, out, err = cli("upload_aws", "--in-dir", "coll", "--s3-dir", f"s3://{s3.bucket}/coll", "--in-list",
+    code, _out, err = cli("upload_aws", "--in-dir", "coll", "--s3-dir", f"s3://{s3.bucket}/coll", "--in-list",
                          "list.tsv", "--upload-basics-only")
     assert code == 0, err
     keys = s3_md5s(s3, "coll")
@@ -170,7 +170,7 @@ def test_flags_are_not_written_after_a_failure(here, s3, cli):
     data = copy_example(here / "cartload2")
     with FaultProxy(s3.endpoint_url) as proxy:
         proxy.fail_always(lambda method, target: method == "PUT" and "t12-f24.umap.png" in target)
-        code, out, err = cli("upload-aws", "--in-dir", "cartload2", "--s3-dir", f"s3://{s3.bucket}/p",
+        code, out, _err = cli("upload-aws", "--in-dir", "cartload2", "--s3-dir", f"s3://{s3.bucket}/p",
                              "--endpoint-url", proxy.url)
     assert code == 1 and "  FAILED t12-f24.umap.png: access denied writing to" in out
     assert list(data.glob("*.aws.done")) == []
@@ -246,7 +246,7 @@ def test_two_datasets_from_one_folder_make_two_depositions(here, token, zenodo, 
     # A's command again, from another folder: A's deposition, nothing sent, no third deposition
     monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
     zenodo.reset_log()
-    code, out, err = cli("upload_zenodo", "--in-dir", str(a), "--title", "Dataset A", *common)
+    code, out, _err = cli("upload_zenodo", "--in-dir", str(a), "--title", "Dataset A", *common)
     assert (code, out) == (0, f"zenodo: no changes; {len(CATALOG_SET)} file(s) up to date; 0 B sent.\n")
     assert zenodo.deposition_count() == 2 and zenodo.count("PUT", "/api/files/") == 0
 
@@ -267,7 +267,7 @@ def test_cartloader_defaults_all_method_and_description(here, token, zenodo, cli
     data = copy_example(here / "cartload2")
     (data / ".DS_Store").write_text("finder")
     (data / "cartload.aws.done").touch()
-    code, out, err = cli("upload_zenodo", "--in-dir", "cartload2", "--zenodo-token", str(token), "--zenodo-url",
+    code, _out, err = cli("upload_zenodo", "--in-dir", "cartload2", "--zenodo-token", str(token), "--zenodo-url",
                          zenodo.url, "--title", "Atlas", "--creators", "Human Cell Atlas")
     assert code == 0, err
     assert 'note: no --description: the deposition\'s description is "No description provided." (cartloader\'s ' \
@@ -346,7 +346,7 @@ def test_user_list_as_documented_and_files_absolute_inside(here, token, zenodo, 
     assert code == 0, err
     assert set(zenodo.files_of(dep.id)) == {"genes_all.pmtiles", "catalog.yaml", "genes_bin1.pmtiles"}
     (here / "outside.tsv").write_text("no")
-    code, out, err = cli("upload_zenodo", "--upload-method", "files", "--files", str(here / "outside.tsv"), *common)
+    code, _out, err = cli("upload_zenodo", "--upload-method", "files", "--files", str(here / "outside.tsv"), *common)
     assert (code, err) == (1, f"error: --files {here / 'outside.tsv'}: outside --in-dir {data}\nhint: only files "
                               "inside --in-dir can be uploaded (copy or link the file into it)\n")
 
@@ -354,7 +354,7 @@ def test_user_list_as_documented_and_files_absolute_inside(here, token, zenodo, 
 def test_zenodo_flags_not_written_after_a_failed_upload(here, token, zenodo, cli):
     data = copy_example(here / "cartload2")
     zenodo.fail_next(20, status=400, path_contains="genes_bin1", method="PUT")
-    code, out, err = cli("upload_zenodo", "--in-dir", "cartload2", "--upload-method", "catalog", "--zenodo-token",
+    code, _out, _err = cli("upload_zenodo", "--in-dir", "cartload2", "--upload-method", "catalog", "--zenodo-token",
                          str(token), "--zenodo-url", zenodo.url, "--title", "T itle", "--creators", "Doe, Jane")
     assert code == 1
     assert list(data.glob("*.zenodo.done")) == []
@@ -367,3 +367,20 @@ def test_underscore_aliases_are_shown_once(cli, capsys):
     listed = [ln.split()[0] for ln in help_text.splitlines() if ln.startswith("    ") and ln.split()]
     assert [w for w in listed if "upload" in w] == ["upload-aws", "upload-zenodo"]       # one entry each
     assert help_text.count("upload-aws (upload_aws)") == 1 and help_text.count("upload-zenodo (upload_zenodo)") == 1
+
+
+def test_cartsyncs_own_help_example_runs(here, token, zenodo, cli, monkeypatch):
+    """The upload-zenodo example in `cartsync --help` gives no --description: it used to stop with a schema
+    error naming a manifest file that does not exist."""
+    from cartsync.cli import EXAMPLES
+    example = EXAMPLES.split("  cartsync upload-zenodo ", 1)[1].split("\n\n", 1)[0].rstrip("\n")
+    data = copy_example(here / "out")
+    monkeypatch.setenv("HOME", str(here))
+    token.rename(here / ".zenodo_token")
+    argv = ["upload-zenodo", *(w if w != "~/.zenodo_token" else str(here / ".zenodo_token")
+                               for w in shlex.split(example.replace("\\\n", " ")))]
+    code, out, err = cli(*argv, "--zenodo-url", zenodo.url)
+    assert code == 0, err
+    (dep,) = zenodo.depositions.values()
+    assert zenodo.files_of(dep.id) == md5s(data, CATALOG_SET)
+    assert dep.metadata["description"] == "No description provided."
