@@ -24,6 +24,8 @@ import yaml
 
 from . import manifest as manifest_mod
 from . import selection
+from .cliflags import global_flags
+from .commands import Output, options_from_args, run_apply
 from .compat_zenodo import NO_DESCRIPTION, UPLOAD_TYPES, zenodo_manifest
 from .errors import CartsyncError, ManifestError
 
@@ -90,8 +92,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _shared(p: argparse.ArgumentParser) -> None:
-    from .cli import _global_flags
-    _global_flags(p, here=False)
+    global_flags(p, here=False)
     p.add_argument("--print-manifest", action="store_true", help="print the equivalent manifest and exit")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -256,7 +257,6 @@ def run_translated(data: dict[str, Any], args: argparse.Namespace, what: str, no
     """Validate the translated manifest, then print it (--print-manifest) or, after the notes, run it
     through the pipeline. `state`: (state file, record key, marker) naming upload-zenodo's deposition
     by its dataset."""
-    from .cli import run_apply
     # named after the dataset, not the current folder: one run at a time per dataset (engine.target_lock)
     virtual = Path(data["source"]["dir"]) / f"<{what} flags>"
     try:
@@ -276,6 +276,4 @@ def run_translated(data: dict[str, Any], args: argparse.Namespace, what: str, no
             dataclasses.replace(t, zenodo=dataclasses.replace(t.zenodo, state_file=state_file, state_key=key,
                                                               marker=marker)) if t.zenodo else t
             for t in m.targets))
-    ns = argparse.Namespace(target=[], jobs=args.n_jobs, json=args.json, dry_run=args.dry_run,
-                            no_progress=args.no_progress, quiet=args.quiet, verbose=args.verbose)
-    return run_apply(m, ns)
+    return run_apply(m, options_from_args(args, jobs=args.n_jobs), Output.from_args(args), dry_run=args.dry_run)
