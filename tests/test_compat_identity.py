@@ -85,3 +85,30 @@ def test_marker_is_what_the_user_wrote(tmp_path):
     assert marker("a", change=("dir: cartload2", "dir: ./cartload2/")) == same   # the same folder, written so
     assert marker("a", change=(url, "https://zenodo.org")) != same
     assert same.startswith("cartsync:") and len(same) == len("cartsync:") + 16
+
+
+def test_collection_datasets_markers_do_not_depend_on_the_manifests_path(tmp_path):
+    """A Zenodo target over a collection is one deposition per dataset: each dataset's marker is derived
+    from the target's (what the user wrote) and the dataset id, so it too survives a move or a rename."""
+    import yaml
+
+    from cartsync import per_dataset, selection
+
+    def markers(folder: Path, name: str) -> dict[str, str]:
+        for ds in ("s1", "s2"):
+            if not (folder / "coll" / ds).exists():
+                shutil.copytree(EXAMPLE, folder / "coll" / ds)
+                cat = folder / "coll" / ds / "catalog.yaml"
+                cat.write_text(cat.read_text().replace("id: example-mouse-brain", f"id: {ds}-id"))
+        data = {"version": 1, "source": {"dir": "coll", "collection": True},
+                "targets": [{"name": "doi", "zenodo": {"url": "https://sandbox.zenodo.org", "token_env": "ZT",
+                                                       "metadata": {"upload_type": "dataset",
+                                                                    "creators": ["Doe, Jane"]}}}]}
+        (folder / name).write_text(yaml.safe_dump(data))
+        m = manifest_mod.load(folder / name)
+        expanded = per_dataset.expand(m, list(m.targets), selection.select(m.source))
+        return {t.name: t.zenodo.marker for t in expanded if t.zenodo}
+
+    first = markers(tmp_path / "a", "manifest.yaml")
+    assert sorted(first) == ["doi/s1-id", "doi/s2-id"] and len(set(first.values())) == 2
+    assert markers(tmp_path / "moved" / "b", "renamed.yaml") == first
