@@ -380,7 +380,7 @@ def state_file_for(manifest: Path) -> Path:
 
 def marker_for(**identity: str) -> str:
     """The mark cartsync leaves in a deposition's notes, to find "the deposition this dataset made" when
-    the state file is lost. Derived only from what the user wrote (server, target name, dataset, title),
+    the state file is lost. Derived only from what the user wrote (server, target name, dataset, metadata),
     never from where the manifest happens to be: a moved, renamed or freshly cloned project finds its
     deposition again, and two datasets never share one."""
     text = "\0".join(f"{k}={v}" for k, v in sorted(identity.items()))
@@ -427,7 +427,8 @@ def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems, fi
                            state_file=state_file_for(file),
                            marker=marker_for(server=str(z.get("url", "https://zenodo.org")).rstrip("/"),
                                              target=str(t.get("name")), dataset=_written_dataset(source),
-                                             title=str(meta.get("title", ""))))
+                                             metadata=json.dumps({k: v for k, v in meta.items() if k != "notes"},
+                                                                 sort_keys=True, default=str)))
         url = cfg.url
     else:
         cfg, url = None, t.get("url")
