@@ -37,6 +37,7 @@ class ZenodoConfig:
     publish: bool = False
     state_file: Path | None = None   # where the created deposition id is recorded (beside the manifest)
     marker: str = ""                 # put in the deposition's notes to find it again if the state is lost
+    state_key: str = ""              # the record's key in the state file (default: the target's name)
 
 
 @dataclass(frozen=True)
@@ -370,7 +371,7 @@ def _build(file: Path, data: dict[str, Any], problems: _Problems) -> Manifest | 
                 problems.add(["targets", i, "name"], f"duplicate target name {name!r} (also targets[{seen[name]}])",
                              "give each target a unique name")
             seen.setdefault(name, i)
-        target = _build_target(t, i, base, problems, file, collection=bool(src.get("collection")))
+        target = _build_target(t, i, base, problems, file, src, collection=bool(src.get("collection")))
         if target is not None:
             targets.append(target)
     if problems.items or source_dir is None:
@@ -496,12 +497,23 @@ def state_file_for(manifest: Path) -> Path:
     return manifest.resolve().with_name(manifest.stem + ".cartsync-state.json")
 
 
-def marker_for(manifest: Path, target: str) -> str:
-    return "cartsync:" + hashlib.sha1(f"{manifest.resolve()}\0{target}".encode()).hexdigest()[:16]
+def marker_for(**identity: str) -> str:
+    """The mark cartsync leaves in a deposition's notes, to find "the deposition this dataset made" when
+    the state file is lost. Derived only from what the user wrote (server, target name, dataset, metadata),
+    never from where the manifest happens to be: a moved, renamed or freshly cloned project finds its
+    deposition again, and two datasets never share one."""
+    text = "\0".join(f"{k}={v}" for k, v in sorted(identity.items()))
+    return "cartsync:" + hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def _written_dataset(src: dict[str, Any]) -> str:
+    """The source as the user wrote it (normalised), e.g. `cartload2` or `cartload2:v2.yaml`."""
+    parts = [os.path.normpath(str(src[k])) for k in ("dir", "catalog") if isinstance(src.get(k), str)]
+    return ":".join(parts)
 
 
 def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems, file: Path,
-                  collection: bool = False) -> TargetConfig | None:
+                  source: dict[str, Any], collection: bool = False) -> TargetConfig | None:
     has_url, z = "url" in t, t.get("zenodo")
     if has_url == (z is not None):
         problems.add(["targets", i], "needs exactly one of `url` (a store) or `zenodo` (a deposition)")
@@ -531,7 +543,11 @@ def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems, fi
         cfg = ZenodoConfig(url=str(z.get("url", "https://zenodo.org")).rstrip("/"), metadata=meta,
                            token_file=token_file, token_env=str(z.get("token_env", "ZENODO_TOKEN")),
                            deposition=str(z.get("deposition", "new")), publish=bool(z.get("publish", False)),
-                           state_file=state_file_for(file), marker=marker_for(file, str(t.get("name"))))
+                           state_file=state_file_for(file),
+                           marker=marker_for(server=str(z.get("url", "https://zenodo.org")).rstrip("/"),
+                                             target=str(t.get("name")), dataset=_written_dataset(source),
+                                             metadata=json.dumps({k: v for k, v in meta.items() if k != "notes"},
+                                                                 sort_keys=True, default=str)))
         url = cfg.url
     else:
         cfg, url = None, t.get("url")

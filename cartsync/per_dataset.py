@@ -46,7 +46,7 @@ def expand(manifest: Manifest, targets: list[TargetConfig], files: list[SourceFi
             fields = _catalog_fields(catalogs.get(ds), ds)
             name = f"{t.name}/{ds}"
             cfg = dataclasses.replace(t.zenodo, metadata=fill(t.zenodo.metadata, fields),
-                                      marker=marker_for(manifest.path, name))
+                                      marker=marker_for(parent=t.zenodo.marker, dataset=ds))
             out.append(dataclasses.replace(t, name=name, zenodo=cfg, dataset=ds))
     return out
 

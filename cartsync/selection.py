@@ -9,6 +9,11 @@ the dataset's root, its references resolved against the source folder, where
 the published catalog sits; with all and list, the catalog.yaml at the root.
 Files ending in cartsync's temp suffix are refused: a local target ignores and
 cleans up such files, so one could never be published.
+
+A catalog value is a file unless its key says otherwise: the same keys
+cartloader's `collect_files_from_yaml` skips (ids, names, `raw_pixel_col`,
+`analysis_type`, …) plus prose (`description`, `title`) and a basemap's
+`default`; a value is then a file when it has an extension or a `/`.
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ matches = patterns.matches      # header globs (backends/s3.py) share the exclud
 
 # Catalog values under these keys are identifiers or prose, never files.
 _NOT_FILE_KEYS = {"id", "name", "title", "description", "default", "version", "label", "url", "doi", "analysis",
-                  "raw_pixel_col"}
+                  "analysis_type", "raw_pixel_col"}
 _OPTIONAL_SUFFIXES = ("umap.tsv", "umap.png", "umap.ind_png", "umap.pmtiles")
 _FILE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,12}$")
 
@@ -50,7 +55,7 @@ def select(source: SourceConfig) -> list[SourceFile]:
                               "a collection is a folder of datasets, each with its own catalog.yaml")
         seen: dict[str, Path] = {}
         for folder in datasets:
-            dataset_id = dataset_id_of(folder / CATALOG_NAME, folder.name)
+            dataset_id = dataset_id_of(folder / CATALOG_NAME, cartloader_id(folder.name))
             if dataset_id in seen:
                 problems.append(f"{folder}: dataset id {dataset_id!r} is also used by {seen[dataset_id]}")
                 continue
@@ -72,6 +77,11 @@ def _non_empty(files: list[SourceFile], root: Path) -> list[SourceFile]:
         raise SourceError(f"{root}: the source selects no files", "check source.dir, method and exclude (an empty "
                           "source with delete: true would delete everything published)")
     return files
+
+
+def cartloader_id(folder_name: str) -> str:
+    """A dataset's sub-prefix when its catalog has no id: cartloader's `input_id.replace("_", "-").lower()`."""
+    return folder_name.replace("_", "-").lower()
 
 
 def dataset_id_of(catalog: Path, fallback: str) -> str:
@@ -200,7 +210,8 @@ def catalog_files(catalog: Path, root: Path, problems: list[str],
         problems.append(f"{catalog}: catalog references no files")
     for ref in dict.fromkeys(v for k, v in named if part_of(k) in parts):
         if os.path.isabs(ref):
-            problems.append(f"{ref}: absolute path in {catalog.name} (catalog paths are relative to its folder)")
+            problems.append(f"{ref}: absolute path in {catalog.name} (catalog paths are relative to the dataset "
+                            "folder)")
             continue
         try:
             refs.append(_rel(root / ref, root))

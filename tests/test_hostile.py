@@ -361,7 +361,7 @@ def test_catalog_naming_no_files(here, cli, dataset, s3):
 @pytest.mark.parametrize("ref,message", [
     ("../secret.txt", "../secret.txt: outside the source folder (named in catalog.yaml)"),
     ("sub/../../secret.txt", "sub/../../secret.txt: outside the source folder (named in catalog.yaml)"),
-    ("/etc/passwd", "/etc/passwd: absolute path in catalog.yaml (catalog paths are relative to its folder)"),
+    ("/etc/passwd", "/etc/passwd: absolute path in catalog.yaml (catalog paths are relative to the dataset folder)"),
 ], ids=["dotdot", "dotdot-inside-a-folder", "absolute"])
 def test_catalog_path_leaving_the_source(here, cli, dataset, s3, ref, message):
     (here / "secret.txt").write_text("not for publishing")

@@ -181,7 +181,7 @@ def test_upload_aws_with_cartloader_flags(s3, tmp_path, dataset, cli, monkeypatc
     assert s3.list_objects(s3.bucket, "one/") == {}
     code, out, err = cli(*flags)
     assert code == 0, err
-    assert "note: --aws is not needed; cartsync talks to S3 itself" in err
+    assert "note: the aws CLI in --aws is not run; cartsync talks to S3 itself (with its connection flags)" in err
     assert len(s3.list_objects(s3.bucket, "one/")) == 16
     code, out, _ = cli(*flags)
     assert out == "aws: no changes; 16 file(s) up to date; 0 B sent.\n"
@@ -204,7 +204,7 @@ def test_upload_aws_collection_in_list(s3, tmp_path, cli, monkeypatch):
                          "list.tsv")
     assert code == 0, err
     keys = s3.list_objects(s3.bucket, "coll/")
-    assert {k.split("/")[1] for k in keys} == {"example-mouse-brain", "s2_raw"}
+    assert {k.split("/")[1] for k in keys} == {"example-mouse-brain", "s2-raw"}    # cartloader: _ → -, lower
     assert len(keys) == 32
     code, out, _ = cli("upload-aws", "--in-dir", "coll", "--s3-dir", f"s3://{s3.bucket}/coll", "--in-list",
                        "list.tsv", "--print-manifest")

@@ -140,7 +140,7 @@ def test_catalog_dotdot_and_absolute_are_refused(tmp_path):
         select(SourceConfig(dir=src, method="catalog"))
     assert info.value.message == ("../outside.txt: outside the source folder (named in catalog.yaml)\n"
                                   "/etc/hostname.txt: absolute path in catalog.yaml (catalog paths are relative "
-                                  "to its folder)")
+                                  "to the dataset folder)")
 
 
 def test_symlink_escape_is_refused_by_name(tmp_path):

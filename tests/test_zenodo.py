@@ -207,7 +207,7 @@ def test_upload_zenodo_with_cartloader_flags(zenodo, tmp_path, dataset, cli, mon
     assert code == 0, err
     (dep,) = zenodo.depositions.values()
     assert len(dep.files) == 16
-    assert [c["name"] for c in dep.metadata["creators"]] == ["Doe, Jane", "Roe, Rick"]
+    assert [c["name"] for c in dep.metadata["creators"]] == ["Jane Doe", "Roe, Rick"]     # as given, as cartloader
     code, out, _ = cli(*flags, "--publish")                   # same command again: publishes the same draft
     assert code == 0 and dep.submitted and zenodo.deposition_count() == 1
     code, out, _ = cli(*flags, "--print-manifest")

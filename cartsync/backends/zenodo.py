@@ -80,7 +80,7 @@ class ZenodoBackend(Backend):
         super().__init__(target, cache)
         self.cfg = target.zenodo
         self.api = ZenodoClient(self.cfg)
-        self.state = StateFile(self.cfg.state_file or Path(".cartsync-state.json"), target.name)
+        self.state = StateFile(self.cfg.state_file or Path(".cartsync-state.json"), self.cfg.state_key or target.name)
         self.marker = self.cfg.marker
         self.want_meta = desired_metadata(self.cfg.metadata, self.marker)
         self.dep: dict[str, Any] | None = None       # the deposition the files are compared with
