@@ -35,6 +35,8 @@ COMMON_PART_SIZES = [8 * MiB, 5 * MiB, 16 * MiB, 15 * MiB, 32 * MiB, 50 * MiB, 6
                      256 * MiB, 512 * MiB, 1024 * MiB]
 PART_BUDGET = 32 * MiB     # part bytes in flight across all files, so memory stays flat however many upload
 MAX_PARTS = 10_000
+ABORT_STEP = "aborting an unfinished multipart upload (AbortMultipartUpload)"
+LIST_PARTS_STEP = "reading the parts of an unfinished upload (ListParts)"
 RESTARTS = 3               # fresh multipart uploads of one file, when the server keeps losing them (NoSuchUpload)
 T = TypeVar("T")
 CONTENT_TYPES = {
@@ -131,6 +133,7 @@ class S3Backend(Backend):
         self._open: dict[str, MultipartUpload] = {}       # being sent now, by registry row
         self._resumed: dict[str, Change] = {}             # for the report, by key
         self._noted: set[str] = set()                     # best-effort steps already noted once
+        self._unsupported: set[str] = set()               # best-effort steps the store lacks (501, 405)
         self._rejected: FeatureRejected | None = None      # a feature the store refuses: stops the target
 
     @functools.cached_property
@@ -298,7 +301,7 @@ class S3Backend(Backend):
             upload = self._resumable(a.local, self._key(a.key), self.part_size_for(a.size), claim=False)
             if upload is not None:
                 nparts = -(-a.size // upload.entry.part_size)
-                stored = self._best_effort("reading the parts of an unfinished upload (ListParts)",
+                stored = self._best_effort(LIST_PARTS_STEP,
                                            upload.stored_parts, default=None)
                 if stored:
                     out.append(Change("=", f"resume {a.key}", f"{len(stored)} of {nparts} parts stored"))
@@ -331,7 +334,7 @@ class S3Backend(Backend):
             if resumable.get(entry.key) == entry.size and entry.part_size == self.part_size_for(entry.size):
                 continue                     # upload() resumes it (or aborts it, if the file changed)
             upload = MultipartUpload(self._s3, self.retrying, self.registry, self.bucket, entry)
-            if self._best_effort("aborting an unfinished upload (AbortMultipartUpload)", upload.abort,
+            if self._best_effort(ABORT_STEP, upload.abort,
                                  default=False):
                 aborted += 1
         if aborted:
@@ -353,15 +356,19 @@ class S3Backend(Backend):
         with self._mp_lock:
             open_now = list(self._open.values())
         for upload in open_now:
-            self._best_effort("aborting an interrupted upload", upload.abort, default=None)
+            self._best_effort(ABORT_STEP, upload.abort, default=None)
 
     def _best_effort(self, step: str, fn: Callable[[], T], default: T) -> T | None:
         """Run an optional step; a store that lacks the call, or any failure, is a one-line note, not an error.
         Returns fn()'s result, or `default` when skipped."""
+        if step in self._unsupported:
+            return default
         try:
             return fn()
         except Exception as exc:  # noqa: BLE001 — optional steps never block the sync
             if unsupported(exc):
+                with self._mp_lock:
+                    self._unsupported.add(step)      # it never clears: not asked again this run
                 self._note_once(step, f"target {self.target.name}: the store does not support {step}; skipped")
             else:
                 self._note_once(step, f"target {self.target.name}: {step} failed, skipped ({describe(exc)})")
@@ -430,10 +437,10 @@ class S3Backend(Backend):
             upload = self._resumable(local, s3key, part_size, claim=True)
             stored: dict[int, StoredPart] | None = None
             if upload is not None:
-                stored = self._best_effort("reading the parts of an unfinished upload (ListParts)",
+                stored = self._best_effort(LIST_PARTS_STEP,
                                            upload.stored_parts, default=None)
                 if stored is None:       # cannot tell what it holds: it is ours, and of no more use
-                    self._best_effort("aborting an unfinished upload (AbortMultipartUpload)", upload.abort,
+                    self._best_effort(ABORT_STEP, upload.abort,
                                       default=False)
             if upload is None or stored is None:
                 upload, stored = MultipartUpload.create(
@@ -463,7 +470,7 @@ class S3Backend(Backend):
                     return upload
                 continue
             if not same or not entry.md5:
-                self._best_effort("aborting an upload of an earlier version (AbortMultipartUpload)", upload.abort,
+                self._best_effort(ABORT_STEP, upload.abort,
                                   default=False)
                 continue
             self.registry.claim(entry)
@@ -482,7 +489,7 @@ class S3Backend(Backend):
                                stored)
             # every part was checked by the server (Content-MD5); the file must still be the one we hashed
             if not still_same(local):
-                self._best_effort("aborting an upload of a changed file", upload.abort, default=False)
+                self._best_effort(ABORT_STEP, upload.abort, default=False)
                 raise SourceChanged(f"{key}: changed while it was being uploaded", "re-run when the file is complete")
             expected = f"{hashlib.md5(b''.join(sent.digests)).hexdigest()}-{nparts}"
             resp = upload.complete(sent.parts, expected)
