@@ -199,6 +199,7 @@ def test_local_edit_or_new_part_size_between_runs_starts_afresh(s3, tmp_path, cl
         assert stale is not None and stored
         with open(src / "big.bin", "r+b") as f:        # same size, new bytes at the start
             f.write(os.urandom(MiB))
+        assert "resume" not in cli("plan", m)[1]
         s3.reset_counts()
         code, out, err = cli("apply", m)
         assert code == 0, err + out
@@ -247,3 +248,37 @@ def test_failed_upload_is_kept_and_resumed_by_the_next_run(s3, tmp_path, cli):
     assert s3.counts()["UploadPart"] == 6 - len(stored)
     assert s3.get_object_bytes(s3.bucket, "ds/big.bin") == (src / "big.bin").read_bytes()
     assert s3.list_multipart_uploads(s3.bucket) == []
+
+
+def test_interrupt_handler_aborting_open_uploads_leaves_nothing_and_rerun_starts_afresh(s3, tmp_path, cli):
+    """For a Ctrl-C that aborts the transfers: abort_open_uploads() aborts the upload being sent (it is not
+    started over), forgets it, and the next apply sends the file afresh."""
+    import pytest
+
+    from cartsync.backends.s3 import S3Backend
+    from cartsync.errors import RemoteError
+    from cartsync.inventory import HashCache, md5_file
+    from cartsync.manifest import TargetConfig
+    from cartsync.model import LocalFile
+
+    src = source(tmp_path / "src", {"big.bin": 16 * MiB})
+    path = src / "big.bin"
+    st = path.stat()
+    local = LocalFile("big.bin", path, st.st_size, md5_file(path), st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    with FaultProxy(s3.endpoint_url) as proxy:
+        target = TargetConfig(name="web", url=f"s3://{s3.bucket}/ds", storage_options={"endpoint_url": proxy.url},
+                              part_size=PART)
+        backend = S3Backend(target, HashCache(tmp_path / "cache" / "hashes.sqlite3"))
+        proxy.before(part_request("ds/big.bin", 3), lambda method, target: backend.abort_open_uploads())
+        with pytest.raises(RemoteError, match=r"^big.bin: upload aborted \(interrupted\)$"):
+            backend.upload(local, "big.bin", lambda n: None)
+        assert backend.registry.stale(backend.scope) == [] and backend.registry.known() == set()
+        backend.close()
+        assert s3.list_multipart_uploads(s3.bucket) == []
+        assert s3.counts()["CreateMultipartUpload"] == 1
+    with FaultProxy(s3.endpoint_url) as proxy:
+        s3.reset_counts()
+        code, out, err = cli("apply", manifest(tmp_path, s3, "ds", src, proxy.url))
+    assert code == 0, err + out
+    assert (s3.counts()["CreateMultipartUpload"], s3.counts()["UploadPart"]) == (1, 4)
+    assert s3.get_object_bytes(s3.bucket, "ds/big.bin") == path.read_bytes()

@@ -108,6 +108,10 @@ def botocore_client(options: Mapping[str, Any], pool: int) -> Any | None:
     return session.create_client("s3", config=Config(**config_kwargs), **client_kwargs)
 
 
+def _stat_of(local: LocalFile) -> str:
+    return f"{local.size}:{local.mtime_ns}:{local.ctime_ns}:{local.inode}"
+
+
 def _translated(exc: Exception) -> Exception:
     """botocore's ClientError as the OSError s3fs would raise (denied, missing), else as is."""
     code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
@@ -134,6 +138,7 @@ class S3Backend(Backend):
         self._resumed: dict[str, Change] = {}             # for the report, by key
         self._noted: set[str] = set()                     # best-effort steps already noted once
         self._unsupported: set[str] = set()               # best-effort steps the store lacks (501, 405)
+        self._aborting = False                            # abort_open_uploads() was called
         self._rejected: FeatureRejected | None = None      # a feature the store refuses: stops the target
 
     @functools.cached_property
@@ -354,6 +359,7 @@ class S3Backend(Backend):
         """Abort the multipart uploads being sent right now (for an interrupt handler that wants them gone;
         without it they stay written down and the next apply resumes them)."""
         with self._mp_lock:
+            self._aborting = True             # their parts now answer NoSuchUpload: do not start them over
             open_now = list(self._open.values())
         for upload in open_now:
             self._best_effort(ABORT_STEP, upload.abort, default=None)
@@ -445,10 +451,12 @@ class S3Backend(Backend):
             if upload is None or stored is None:
                 upload, stored = MultipartUpload.create(
                     self._s3, self.retrying, self.registry, self.scope, self.bucket, s3key, local.md5 or "",
-                    local.size, part_size, self.extra_args(key, local.md5 or "")), {}
+                    local.size, part_size, _stat_of(local), self.extra_args(key, local.md5 or "")), {}
             try:
                 return self._send(upload, stored, local, key, counted)
             except UploadGone:
+                if self._aborting:
+                    raise RemoteError(f"{key}: upload aborted (interrupted)") from None
                 # aborted under us (another tool, a lifecycle rule): this file starts over, the others go on
                 log.info("%s: its multipart upload is gone from the server; starting it again", key)
                 upload.forget()
@@ -463,8 +471,9 @@ class S3Backend(Backend):
         `claim`, uploads of another version of the file or part size are aborted (they are ours)."""
         for entry in self.registry.for_key(self.scope, s3key):
             upload = MultipartUpload(self._s3, self.retrying, self.registry, self.bucket, entry)
+            # a plan may not have hashed the file: then the stat it was uploaded with tells
             same = entry.size == local.size and entry.part_size == part_size and (
-                local.md5 is None or entry.md5 == local.md5)
+                entry.md5 == local.md5 if local.md5 is not None else entry.stat == _stat_of(local))
             if not claim:
                 if same:
                     return upload

@@ -17,6 +17,7 @@ rarely finish on a flaky network). Memory: at most one part per slot of the shar
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -66,10 +67,10 @@ class MultipartUpload:
 
     @classmethod
     def create(cls, call: Call, retrying: Retrying, registry: UploadRegistry, scope: str, bucket: str, key: str,
-               md5: str, size: int, part_size: int, extra: Mapping[str, Any]) -> "MultipartUpload":
+               md5: str, size: int, part_size: int, stat: str, extra: Mapping[str, Any]) -> "MultipartUpload":
         """CreateMultipartUpload, registered before it is sent; lost answers' uploads are aborted."""
-        row = registry.intend(scope, key, md5, size, part_size)
-        started, tries = time.time(), [0]
+        intent = registry.intend(scope, key, md5, size, part_size, stat)
+        row, started, tries = intent.row, intent.started, [0]
 
         def create() -> Any:
             tries[0] += 1
@@ -90,8 +91,7 @@ class MultipartUpload:
         if tries[0] > 1:
             # an earlier try's answer was lost: the server may hold an upload we never heard of
             abort_orphans(call, retrying, registry, bucket, key, started, time.time(), keep={upload_id})
-        return cls(call, retrying, registry, bucket,
-                   Entry(row, scope, key, upload_id, md5, size, part_size, started))
+        return cls(call, retrying, registry, bucket, dataclasses.replace(intent, upload_id=upload_id))
 
     def stored_parts(self) -> dict[int, StoredPart]:
         """The parts the server holds (ListParts, every page)."""

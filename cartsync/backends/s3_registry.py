@@ -29,7 +29,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 _SCHEMA = ("CREATE TABLE IF NOT EXISTS uploads (scope TEXT, key TEXT, upload_id TEXT, md5 TEXT, size INTEGER,"
-           " part_size INTEGER, started REAL, host TEXT, pid INTEGER, run TEXT, row TEXT PRIMARY KEY)")
+           " part_size INTEGER, started REAL, stat TEXT, host TEXT, pid INTEGER, run TEXT, row TEXT PRIMARY KEY)")
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class Entry:
     size: int
     part_size: int
     started: float            # local time.time() of the create request
+    stat: str                 # the file's size, mtime_ns, ctime_ns and inode then (a plan may not know the md5)
 
 
 class UploadRegistry:
@@ -72,12 +73,13 @@ class UploadRegistry:
                 log.warning("upload registry %s: %s", self.path, exc)
                 return []
 
-    def intend(self, scope: str, key: str, md5: str, size: int, part_size: int) -> str:
-        """Record a CreateMultipartUpload about to be sent; returns the row to `created()` or `remove()`."""
-        row = uuid.uuid4().hex
-        self._run("INSERT INTO uploads VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                  (scope, key, None, md5, size, part_size, time.time(), self.host, os.getpid(), self.run, row))
-        return row
+    def intend(self, scope: str, key: str, md5: str, size: int, part_size: int, stat: str) -> Entry:
+        """Record a CreateMultipartUpload about to be sent; `created()` or `remove()` its row next."""
+        entry = Entry(uuid.uuid4().hex, scope, key, None, md5, size, part_size, time.time(), stat)
+        self._run("INSERT INTO uploads VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                  (scope, key, None, md5, size, part_size, entry.started, stat, self.host, os.getpid(), self.run,
+                   entry.row))
+        return entry
 
     def created(self, row: str, upload_id: str) -> None:
         self._run("UPDATE uploads SET upload_id=? WHERE row=?", (upload_id, row))
@@ -87,16 +89,16 @@ class UploadRegistry:
 
     def stale(self, scope: str) -> list[Entry]:
         """Rows of this scope whose run is over, oldest first."""
-        rows = self._run("SELECT row, scope, key, upload_id, md5, size, part_size, started, host, pid, run "
+        rows = self._run("SELECT row, scope, key, upload_id, md5, size, part_size, started, stat, host, pid, run "
                          "FROM uploads WHERE scope=? ORDER BY started", (scope,))
-        return [Entry(*r[:8]) for r in rows if self._over(r[8], r[9], r[10])]
+        return [Entry(*r[:9]) for r in rows if self._over(r[9], r[10], r[11])]
 
     def for_key(self, scope: str, key: str) -> list[Entry]:
         """Rows of this key that this run may resume: its own, or those of runs that are over."""
-        rows = self._run("SELECT row, scope, key, upload_id, md5, size, part_size, started, host, pid, run "
+        rows = self._run("SELECT row, scope, key, upload_id, md5, size, part_size, started, stat, host, pid, run "
                          "FROM uploads WHERE scope=? AND key=? AND upload_id IS NOT NULL ORDER BY started",
                          (scope, key))
-        return [Entry(*r[:8]) for r in rows if r[10] == self.run or self._over(r[8], r[9], r[10])]
+        return [Entry(*r[:9]) for r in rows if r[11] == self.run or self._over(r[9], r[10], r[11])]
 
     def known(self, scope: str | None = None) -> set[str]:
         """Every UploadId any run has written down (of `scope`, or of all scopes)."""
