@@ -7,7 +7,7 @@ import pytest
 
 from conftest import s3_md5s
 from faultproxy import FaultProxy, s3_error_xml
-from test_s3_multipart import MiB, manifest, part_request, source, stored_parts
+from test_s3_multipart import MiB, manifest, part_request, source
 
 NOT_IMPLEMENTED = s3_error_xml("NotImplemented", "A header you provided implies functionality that is not implemented")
 

@@ -282,3 +282,43 @@ def test_interrupt_handler_aborting_open_uploads_leaves_nothing_and_rerun_starts
     assert code == 0, err + out
     assert (s3.counts()["CreateMultipartUpload"], s3.counts()["UploadPart"]) == (1, 4)
     assert s3.get_object_bytes(s3.bucket, "ds/big.bin") == path.read_bytes()
+
+
+def creates(method, target):
+    return method == "POST" and target.endswith("?uploads")
+
+
+def test_lost_create_answer_leaves_no_upload_behind(s3, tmp_path, cli):
+    """CreateMultipartUpload reached the server but its answer was lost: the retry makes a second upload,
+    and the first (ours, never heard of) is found by key and time and aborted."""
+    src = source(tmp_path / "src", {"big.bin": 11 * MiB})
+    with FaultProxy(s3.endpoint_url) as proxy:
+        proxy.schedule("truncate", 1, creates)
+        code, out, err = cli("apply", manifest(tmp_path, s3, "ds", src, proxy.url))
+    assert code == 0, err + out
+    counts = s3.counts()
+    assert (counts["CreateMultipartUpload"], counts["AbortMultipartUpload"], counts["ListMultipartUploads"]) == (
+        2, 1, 1)
+    assert s3.list_multipart_uploads(s3.bucket) == []
+    assert s3.get_object_bytes(s3.bucket, "ds/big.bin") == (src / "big.bin").read_bytes()
+
+
+def test_run_killed_while_creating_leaves_no_upload_behind(s3, tmp_path, cli):
+    """SIGKILL while CreateMultipartUpload is on its way: the server made an upload cartsync never heard of.
+    The next apply finds it (the intent written before the request; key and time) and aborts it."""
+    src = source(tmp_path / "src", {"big.bin": 11 * MiB})
+    with FaultProxy(s3.endpoint_url) as proxy:
+        m = manifest(tmp_path, s3, "ds", src, proxy.url)
+        proc: list[subprocess.Popen] = []
+        proxy.before(creates, lambda method, target: (proc[0].kill(), proc[0].wait()))
+        proc.append(subprocess.Popen(apply_cmd(m), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        proc[0].wait(timeout=300)
+        (orphan,) = s3.list_multipart_uploads(s3.bucket)
+        s3.reset_counts()
+        code, out, err = cli("apply", m)
+    assert code == 0, err + out
+    assert [r.query for r in s3.request_log if r.counted and r.op == "AbortMultipartUpload"] == [
+        f"uploadId={orphan['UploadId']}"]
+    assert s3.counts()["CreateMultipartUpload"] == 1
+    assert s3.list_multipart_uploads(s3.bucket) == []
+    assert s3.get_object_bytes(s3.bucket, "ds/big.bin") == (src / "big.bin").read_bytes()
