@@ -81,7 +81,7 @@ class Executor:
         if not actions:
             return
         with ThreadPoolExecutor(max_workers=min(self.jobs, len(actions)), thread_name_prefix="xfer") as pool:
-            for action, outcome in zip(actions, pool.map(fn, actions)):
+            for action, outcome in zip(actions, pool.map(fn, actions), strict=True):
                 if outcome is None:
                     report.skipped.append(action)
                 else:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-
 from conftest import s3_md5s
 from faultproxy import FaultProxy, s3_error_xml
 from test_s3_multipart import MiB, manifest, part_request, source

@@ -14,7 +14,6 @@ import threading
 from pathlib import Path
 
 import yaml
-
 from faultproxy import FaultProxy
 
 MiB = 2**20
@@ -238,7 +237,8 @@ def test_failed_upload_is_kept_and_resumed_by_the_next_run(s3, tmp_path, cli):
         rule = proxy.fail_always(part_request("ds/big.bin", 4))
         code, out, _ = cli("apply", m)
         assert code == 1
-        assert "  = resumable big.bin: multipart upload left open; the next apply sends only the parts it lacks\n" in out
+        assert ("  = resumable big.bin: multipart upload left open; the next apply sends only the parts it "
+                "lacks\n") in out
         proxy.remove_rule(rule)
         _, stored = stored_parts(s3, "ds/big.bin")
         assert 4 not in stored

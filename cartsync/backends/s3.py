@@ -16,7 +16,8 @@ import math
 import mimetypes
 import os
 import threading
-from typing import Any, Callable, Mapping, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from ..errors import AuthError, CartsyncError, RemoteError, SourceChanged, VerifyError
 from ..inventory import cached_digest, multipart_etag, still_same

@@ -12,7 +12,8 @@ kinds of answer matter to cartsync:
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..errors import RemoteError
 
@@ -30,7 +31,7 @@ class FeatureRejected(RemoteError):
         super().__init__(f"{problem}; {fix}", fix)
         self.problem = problem
 
-    def repeated(self) -> "FeatureRejected":
+    def repeated(self) -> FeatureRejected:
         """The same refusal met by another file: the executor skips that file instead of reporting it again."""
         again = FeatureRejected(self.problem, self.hint or "")
         again.repeat = True

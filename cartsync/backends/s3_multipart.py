@@ -17,16 +17,18 @@ rarely finish on a flaky network). Memory: at most one part per slot of the shar
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from ..errors import VerifyError
 from .s3_registry import Entry, UploadRegistry
@@ -67,7 +69,7 @@ class MultipartUpload:
 
     @classmethod
     def create(cls, call: Call, retrying: Retrying, registry: UploadRegistry, scope: str, bucket: str, key: str,
-               md5: str, size: int, part_size: int, stat: str, extra: Mapping[str, Any]) -> "MultipartUpload":
+               md5: str, size: int, part_size: int, stat: str, extra: Mapping[str, Any]) -> MultipartUpload:
         """CreateMultipartUpload, registered before it is sent; lost answers' uploads are aborted."""
         intent = registry.intend(scope, key, md5, size, part_size, stat)
         row, started, tries = intent.row, intent.started, [0]
@@ -207,11 +209,9 @@ class MultipartUpload:
     def abort(self) -> bool:
         """AbortMultipartUpload (already gone counts as done); unregisters the upload. Raises on failure,
         leaving the row for the next run."""
-        try:
+        with contextlib.suppress(FileNotFoundError):        # already gone
             self.retrying(lambda: self.call("abort_multipart_upload", Bucket=self.bucket, Key=self.key,
                                             UploadId=self.upload_id))
-        except FileNotFoundError:
-            pass
         self.registry.remove(self.entry.row)
         return True
 
