@@ -38,6 +38,7 @@ class Executor:
         self.policy = policy.sharing(backend.policy)    # one failure streak, one budget per target
         self.jobs = max(1, jobs)
         self.show_progress = sys.stderr.isatty() if show_progress is None else show_progress
+        self._stopped = False      # an error that stops the target was met (e.g. the store refuses an ACL)
 
     def run(self, plan: Plan) -> Report:
         started = time.monotonic()
@@ -81,13 +82,17 @@ class Executor:
         report.seconds = time.monotonic() - started
         return report
 
-    def _each(self, actions: list[Action], fn: Callable[[Action], Outcome], report: Report) -> None:
+    def _each(self, actions: list[Action], fn: Callable[[Action], Outcome | None], report: Report) -> None:
         if not actions:
             return
         with ThreadPoolExecutor(max_workers=min(self.jobs, len(actions)), thread_name_prefix="xfer") as pool:
-            report.outcomes += list(pool.map(fn, actions))
+            for action, outcome in zip(actions, pool.map(fn, actions), strict=True):
+                if outcome is None:
+                    report.skipped.append(action)
+                else:
+                    report.outcomes.append(outcome)
 
-    def _upload(self, action: Action, bar: Bar) -> Outcome:
+    def _upload(self, action: Action, bar: Bar) -> Outcome | None:
         assert action.local is not None
         bar.start(action.key, action.size)
         try:
@@ -95,8 +100,11 @@ class Executor:
         finally:
             bar.finish(action.key)
 
-    def _upload_one(self, action: Action, bar: Bar) -> Outcome:
+    def _upload_one(self, action: Action, bar: Bar) -> Outcome | None:
+        """None: not attempted, because the target refused a feature every upload uses (reported once)."""
         assert action.local is not None
+        if self._stopped:
+            return None
         local = action.local
         outcome = Outcome(action, ok=False)
         sent = [0]
@@ -126,6 +134,10 @@ class Executor:
         try:
             self.policy.call(attempt, on_retry, what=action.key)
         except Exception as exc:  # noqa: BLE001 — every failure is reported per file, the others go on
+            if getattr(exc, "stops_target", False):
+                self._stopped = True
+                if getattr(exc, "repeat", False):
+                    return None
             outcome.error = _without_key(describe_error(exc), action.key, local.key)
             log.debug("upload of %s failed", action.key, exc_info=True)
             return outcome

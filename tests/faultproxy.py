@@ -169,7 +169,9 @@ class _Request:
 
 
 class _Rule:
-    def __init__(self, predicate: Callable[[str, str], bool], status: int, body: bytes, headers: dict[str, str], reason: str):
+    def __init__(self, predicate: Callable[[str, str], bool], status: int, body: bytes, headers: dict[str, str], reason: str,
+                 times: int | None = None):
+        self.times = times  # None: every matching request; else how many more
         self.predicate = predicate
         self.status = status
         self.body = body
@@ -276,6 +278,7 @@ class _Handler(socketserver.BaseRequestHandler):
         if req.headers.get("Expect", "").lower().strip() == "100-continue":
             self._send(b"HTTP/1.1 100 Continue\r\n\r\n")
 
+        proxy._run_hooks(req.method, req.target)
         decision, rule = proxy._decide(req.method, req.target)
         keep = not req.wants_close()
 
@@ -476,6 +479,7 @@ class FaultProxy:
         self.stall_seconds = stall_seconds
         self._max_faults: int | None = None
         self._rules: list[_Rule] = []
+        self._hooks: list[list[Any]] = []  # [predicate, fn, remaining]
         self._scheduled: list[list[Any]] = []  # [kind, remaining, predicate]
         self._faults_injected: dict[str, int] = {}
         self._random_faults = 0
@@ -541,18 +545,38 @@ class FaultProxy:
         body: bytes | str = ACCESS_DENIED_XML,
         headers: dict[str, str] | None = None,
         reason: str | None = None,
+        times: int | None = None,
     ) -> _Rule:
         """Permanently answer requests with predicate(method, target) true with
-        ``status``/``body`` (default 403 AccessDenied XML) without forwarding them.
+        ``status``/``body`` (default 403 AccessDenied XML) without forwarding them
+        (with ``times``, only the next that many matching requests).
         Returns a handle for :meth:`remove_rule`."""
         if isinstance(body, str):
             body = body.encode()
         hdrs = {"Content-Type": "application/xml"}
         hdrs.update(headers or {})
-        rule = _Rule(predicate, status, body, hdrs, reason or http.client.responses.get(status, "Error"))
+        rule = _Rule(predicate, status, body, hdrs, reason or http.client.responses.get(status, "Error"), times)
         with self._lock:
             self._rules.append(rule)
         return rule
+
+    def before(self, predicate: Callable[[str, str], bool], fn: Callable[[str, str], None], times: int = 1) -> None:
+        """Call fn(method, target) in the proxy's thread before the next ``times`` requests matching
+        predicate(method, target) are handled (e.g. to abort an upload under the client, to kill the
+        client at an exact point, or to hold a request until an event is set)."""
+        with self._lock:
+            self._hooks.append([predicate, fn, times])
+
+    def _run_hooks(self, method: str, target: str) -> None:
+        with self._lock:
+            due = []
+            for hook in self._hooks:
+                if hook[2] > 0 and hook[0](method, target):
+                    hook[2] -= 1
+                    due.append(hook[1])
+            self._hooks = [h for h in self._hooks if h[2] > 0]
+        for fn in due:
+            fn(method, target)
 
     def remove_rule(self, rule: _Rule) -> None:
         with self._lock:
@@ -562,6 +586,7 @@ class FaultProxy:
         with self._lock:
             self._rules = []
             self._scheduled = []
+            self._hooks = []
 
     def schedule(self, kind: str, count: int = 1, predicate: Callable[[str, str], bool] | None = None) -> None:
         """Deterministically fault the next ``count`` requests matching
@@ -611,6 +636,10 @@ class FaultProxy:
             for r in self._rules:
                 if r.predicate(method, target):
                     decision, rule = "fail_always", r
+                    if r.times is not None:
+                        r.times -= 1
+                        if r.times <= 0:
+                            self._rules = [x for x in self._rules if x is not r]
                     break
             if decision == "forward":
                 for entry in self._scheduled:

@@ -25,6 +25,20 @@ answers a HEAD/GET that carries ``versionId=null`` with a bare 400.  Real S3
 sends no ``x-amz-version-id`` header at all for unversioned buckets, so the
 middleware drops that header when its value is the literal ``null``.
 
+Moto 5.2.5 quirk 2 (worked around here)
+---------------------------------------
+moto answers every upload in ListMultipartUploads with the same ``Initiated``
+time (2010-11-10).  Real S3 gives the time CreateMultipartUpload was received;
+cartsync relies on it to recognise an upload whose create answer it lost.  The
+middleware notes when each CreateMultipartUpload answered and puts that time
+into ListMultipartUploads answers.
+
+Moto 5.2.5 quirk 3 (worked around here)
+---------------------------------------
+An UploadPart (or ListParts, CompleteMultipartUpload) for an upload that was
+aborted makes moto fail with a 500 (a KeyError inside).  Real S3 answers
+404 ``NoSuchUpload``; the middleware does so.
+
 Notes
 -----
 * moto keeps its backends in module-level globals: every S3Server started in
@@ -223,6 +237,16 @@ class _CountingInput:
         return getattr(self._stream, name)
 
 
+def _unknown_upload(path: str, query: str) -> bool:
+    """Quirk 3: does the request name an upload moto no longer has (in a bucket it has)?"""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    upload_id = urllib.parse.parse_qs(query).get("uploadId", [""])[0]
+    bucket = s3_backends[DEFAULT_ACCOUNT_ID]["global"].buckets.get(path.lstrip("/").split("/", 1)[0])
+    return bucket is not None and upload_id not in bucket.multiparts
+
+
 class _CountingMiddleware:
     """WSGI middleware in front of moto's DomainDispatcherApplication."""
 
@@ -256,6 +280,18 @@ class _CountingMiddleware:
                 owner._add_bytes(int(length))
             elif "wsgi.input" in environ:
                 environ["wsgi.input"] = _CountingInput(environ["wsgi.input"], owner._add_bytes)
+
+        if op in (UPLOAD_PART, "ListParts", COMPLETE_MPU) and _unknown_upload(path, query):
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            if length:
+                environ["wsgi.input"].read(length)
+            body = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NoSuchUpload</Code><Message>The '
+                    b'specified upload does not exist.</Message></Error>')
+            owner._record_status(index, "404 Not Found")
+            start_response("404 Not Found", [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))])
+            return [body]
+        if op in ("CreateMultipartUpload", "ListMultipartUploads"):
+            return owner._initiated_times(op, self.app, environ, start_response, index)
 
         strip = owner.strip_null_version_id
 
@@ -306,6 +342,7 @@ class S3Server:
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._helper: Any = None
+        self._initiated: dict[str, str] = {}     # UploadId -> when CreateMultipartUpload answered (quirk 2)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "S3Server":
@@ -434,6 +471,34 @@ class S3Server:
         """Sum of payload sizes of counted PutObject and UploadPart requests."""
         with self._lock:
             return self._bytes_received
+
+    def _initiated_times(self, op: str, app: Any, environ: dict[str, Any], start_response: Any,
+                         index: int) -> list[bytes]:
+        """Quirk 2: record when each upload was created; report it in ListMultipartUploads."""
+        import re
+        import time as _time
+
+        got: list[Any] = []
+        body = b"".join(app(environ, lambda status, headers, exc_info=None: got.append((status, headers))))
+        status, headers = got[0]
+        self._record_status(index, status)
+        if op == "CreateMultipartUpload":
+            m = re.search(rb"<UploadId>([^<]+)</UploadId>", body)
+            if m:
+                with self._lock:
+                    self._initiated[m.group(1).decode()] = _time.strftime(
+                        "%Y-%m-%dT%H:%M:%S.000Z", _time.gmtime())
+        else:
+            def fix(upload: re.Match) -> bytes:
+                block = upload.group(0)
+                uid = re.search(rb"<UploadId>([^<]+)</UploadId>", block)
+                when = self._initiated.get(uid.group(1).decode()) if uid else None
+                return re.sub(rb"<Initiated>[^<]*</Initiated>", f"<Initiated>{when}</Initiated>".encode(),
+                              block) if when else block
+            body = re.sub(rb"<Upload>.*?</Upload>", fix, body, flags=re.S)
+            headers = [(k, str(len(body)) if k.lower() == "content-length" else v) for k, v in headers]
+        start_response(status, headers)
+        return [body]
 
     # ------------------------------------------------------------------ clients
     def storage_options(self, **extra: Any) -> dict[str, Any]:

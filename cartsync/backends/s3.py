@@ -16,16 +16,19 @@ import math
 import mimetypes
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from ..errors import AuthError, CartsyncError, RemoteError, SourceChanged, VerifyError
 from ..inventory import cached_digest, multipart_etag, still_same
-from ..model import KeyRange, LocalFile, Plan, RemoteFile
+from ..model import Change, KeyRange, LocalFile, Plan, RemoteFile
 from ..retry import Timeouts
 from ..selection import matches
 from . import s3_list
 from .base import Backend, Features, Progress, unreachable
+from .s3_compat import FeatureRejected, describe, feature_rejected, unsupported
+from .s3_multipart import MultipartUpload, StoredPart, UploadGone, abort_orphans
+from .s3_registry import UploadRegistry
 
 log = logging.getLogger(__name__)
 MiB = 2**20
@@ -33,6 +36,10 @@ COMMON_PART_SIZES = [8 * MiB, 5 * MiB, 16 * MiB, 15 * MiB, 32 * MiB, 50 * MiB, 6
                      256 * MiB, 512 * MiB, 1024 * MiB]
 PART_BUDGET = 32 * MiB     # part bytes in flight across all files, so memory stays flat however many upload
 MAX_PARTS = 10_000
+ABORT_STEP = "aborting an unfinished multipart upload (AbortMultipartUpload)"
+LIST_PARTS_STEP = "reading the parts of an unfinished upload (ListParts)"
+RESTARTS = 3               # fresh multipart uploads of one file, when the server keeps losing them (NoSuchUpload)
+T = TypeVar("T")
 CONTENT_TYPES = {
     ".pmtiles": "application/vnd.pmtiles", ".yaml": "application/yaml", ".yml": "application/yaml",
     ".json": "application/json", ".tsv": "text/tab-separated-values", ".csv": "text/csv",
@@ -102,6 +109,10 @@ def botocore_client(options: Mapping[str, Any], pool: int) -> Any | None:
     return session.create_client("s3", config=Config(**config_kwargs), **client_kwargs)
 
 
+def _stat_of(local: LocalFile) -> str:
+    return f"{local.size}:{local.mtime_ns}:{local.ctime_ns}:{local.inode}"
+
+
 def _translated(exc: Exception) -> Exception:
     """botocore's ClientError as the OSError s3fs would raise (denied, missing), else as is."""
     code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
@@ -122,6 +133,15 @@ class S3Backend(Backend):
         # at least one file's worth of parts may be in flight, so part_concurrency always takes effect
         self._part_slots = threading.BoundedSemaphore(max(1, PART_BUDGET // self.part_size, target.part_concurrency))
         self._fast = s3_list.endpoint_for(target.storage_options, self.bucket)
+        # whose multipart uploads are whose (s3_registry): per endpoint, bucket and prefix
+        self.scope = f"{target.storage_options.get('endpoint_url') or 'aws'} {self.root}"
+        self._mp_lock = threading.Lock()
+        self._open: dict[str, MultipartUpload] = {}       # being sent now, by registry row
+        self._resumed: dict[str, Change] = {}             # for the report, by key
+        self._noted: set[str] = set()                     # best-effort steps already noted once
+        self._unsupported: set[str] = set()               # best-effort steps the store lacks (501, 405)
+        self._aborting = False                            # abort_open_uploads() was called
+        self._rejected: FeatureRejected | None = None      # a feature the store refuses: stops the target
 
     @functools.cached_property
     def client(self) -> Any | None:
@@ -283,37 +303,95 @@ class S3Backend(Backend):
             return None
         return (head.get("Metadata") or {}).get("md5")
 
+    def plan_changes(self, plan: Plan) -> tuple[Change, ...]:
+        """Big uploads a killed or failed run left that apply will resume (one ListParts each)."""
+        out = []
+        for a in plan.uploads:
+            if a.local is None or a.size <= self.part_size:
+                continue
+            upload = self._resumable(a.local, self._key(a.key), self.part_size_for(a.size), claim=False)
+            if upload is not None:
+                nparts = -(-a.size // upload.entry.part_size)
+                stored = self._best_effort(LIST_PARTS_STEP,
+                                           upload.stored_parts, default=None)
+                if stored:
+                    out.append(Change("=", f"resume {a.key}", f"{len(stored)} of {nparts} parts stored"))
+        return tuple(out)
+
     # ---- writing (executor only) ---------------------------------------------------------------
 
+    @functools.cached_property
+    def registry(self) -> UploadRegistry:
+        return UploadRegistry(self.cache.path.parent / "uploads.sqlite3")
+
     def begin(self, plan: Plan):
-        """Abort multipart uploads a killed run left under this prefix (they cost money, invisibly)."""
-        self._abort_stale("an earlier run")
+        """Abort the multipart uploads earlier runs of this target left, except those this plan resumes.
+
+        Only uploads cartsync wrote down (s3_registry) are ever aborted; another tool's under the same
+        prefix, or another target's (nested prefixes), are left alone. Best-effort: never blocks the sync.
+        """
+        resumable = {self._key(a.key): a.size for a in plan.uploads if a.size > self.part_size}
+        aborted = 0
+        for entry in self.registry.stale(self.scope):
+            if entry.upload_id is None:      # a create whose answer a killed run never got
+                found = self._best_effort("looking for an upload a killed run left (ListMultipartUploads)",
+                                          functools.partial(abort_orphans, self._s3, self.retrying,
+                                                            self.registry, self.bucket, entry.key, entry.started,
+                                                            entry.started, keep=set()), default=None)
+                if found is not None:
+                    aborted += found
+                    self.registry.remove(entry.row)
+                continue
+            if resumable.get(entry.key) == entry.size and entry.part_size == self.part_size_for(entry.size):
+                continue                     # upload() resumes it (or aborts it, if the file changed)
+            upload = MultipartUpload(self._s3, self.retrying, self.registry, self.bucket, entry)
+            if self._best_effort(ABORT_STEP, upload.abort,
+                                 default=False):
+                aborted += 1
+        if aborted:
+            log.info("aborted %d unfinished multipart upload(s) an earlier run left", aborted)
         return []
 
     def finish(self, report, ok: bool):
-        # An upload whose CreateMultipartUpload answer was lost left an upload we never heard of: abort it.
-        # Under the per-target lock, any upload still open under our prefix is ours and finished with.
-        self._abort_stale("this run")
-        return []
+        with self._mp_lock:
+            resumed, self._resumed = self._resumed, {}
+        return list(resumed.values())
 
     def interrupted(self) -> None:
-        self._abort_stale("this run (interrupted)")
+        """Ctrl-C: abort the uploads this run has open (they are cartsync's own); see abort_open_uploads."""
+        self.abort_open_uploads()
 
-    def _abort_stale(self, who: str) -> None:
-        prefix = self.prefix + "/" if self.prefix else ""
+    def abort_open_uploads(self) -> None:
+        """Abort the multipart uploads being sent right now (for an interrupt handler that wants them gone;
+        without it they stay written down and the next apply resumes them)."""
+        with self._mp_lock:
+            self._aborting = True             # their parts now answer NoSuchUpload: do not start them over
+            open_now = list(self._open.values())
+        for upload in open_now:
+            self._best_effort(ABORT_STEP, upload.abort, default=None)
+
+    def _best_effort(self, step: str, fn: Callable[[], T], default: T) -> T | None:
+        """Run an optional step; a store that lacks the call, or any failure, is a one-line note, not an error.
+        Returns fn()'s result, or `default` when skipped."""
+        if step in self._unsupported:
+            return default
         try:
-            resp = self.retrying(lambda: self._s3("list_multipart_uploads", Bucket=self.bucket, Prefix=prefix))
-        except PermissionError:
-            return
-        stale = resp.get("Uploads", [])
-        for up in stale:
-            try:
-                self.retrying(lambda up=up: self._s3("abort_multipart_upload", Bucket=self.bucket,
-                                                             Key=up["Key"], UploadId=up["UploadId"]))
-            except FileNotFoundError:
-                pass     # finished or aborted meanwhile
-        if stale:
-            log.info("aborted %d unfinished multipart upload(s) left by %s", len(stale), who)
+            return fn()
+        except Exception as exc:  # noqa: BLE001 — optional steps never block the sync
+            if unsupported(exc):
+                with self._mp_lock:
+                    self._unsupported.add(step)      # it never clears: not asked again this run
+                self._note_once(step, f"target {self.target.name}: the store does not support {step}; skipped")
+            else:
+                self._note_once(step, f"target {self.target.name}: {step} failed, skipped ({describe(exc)})")
+            return default
+
+    def _note_once(self, step: str, text: str) -> None:
+        with self._mp_lock:
+            if step in self._noted:
+                return
+            self._noted.add(step)
+        log.warning("%s", text)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -326,6 +404,8 @@ class S3Backend(Backend):
         return args
 
     def upload(self, local: LocalFile, key: str, progress: Progress) -> RemoteFile:
+        if self._rejected is not None:
+            raise self._rejected.repeated()
         try:
             if local.size <= self.part_size:
                 etag = self._put_single(local, key)
@@ -335,6 +415,13 @@ class S3Backend(Backend):
         except PermissionError:
             raise AuthError(f"{key}: access denied writing to {self.url}",
                             "check the credentials and that they may PutObject here") from None
+        except Exception as exc:
+            rejected = feature_rejected(self.target.name, exc, self.extra_args(key, local.md5 or ""))
+            if rejected is None:
+                raise
+            with self._mp_lock:       # every file would fail alike: one message, and the target stops
+                first, self._rejected = self._rejected is None, self._rejected or rejected
+            raise (rejected if first else rejected.repeated()) from None
         if local.size <= self.part_size:
             progress(local.size)
         if etag != expected:
@@ -351,86 +438,100 @@ class S3Backend(Backend):
 
     def _put_multipart(self, local: LocalFile, key: str, progress: Progress) -> tuple[str, str]:
         s3key = self._key(key)
-        # each call of a multipart upload is retried on its own: with many parts, starting the whole file
-        # over on one failed part would rarely finish on a flaky network. (A create whose answer was lost
-        # leaves an upload behind: finish() aborts it.)
-        mpu = self.retrying(lambda: self._s3("create_multipart_upload", Bucket=self.bucket, Key=s3key,
-                                             **self.extra_args(key, local.md5)))
-        upload_id = mpu["UploadId"]
         part_size = self.part_size_for(local.size)
-        nparts = math.ceil(local.size / part_size)
-        digests: list[bytes] = [b""] * nparts
-        read_lock = threading.Lock()
-        state = {"next": 0}
+        reported = [0]
 
-        def read_part() -> tuple[int, bytes] | None:
-            with read_lock:
-                i = state["next"]
-                if i >= nparts:
-                    return None
-                state["next"] = i + 1
-                with open(local.path, "rb") as f:
-                    f.seek(i * part_size)
-                    data = f.read(part_size)
-                return i, data
+        def counted(n: int) -> None:
+            reported[0] += n
+            progress(n)
 
-        def worker() -> list[dict[str, Any]]:
-            done = []
-            while True:
-                with self._part_slots:
-                    item = read_part()
-                    if item is None:
-                        return done
-                    i, data = item
-                    digest = hashlib.md5(data)
+        for _ in range(RESTARTS):
+            upload = self._resumable(local, s3key, part_size, claim=True)
+            stored: dict[int, StoredPart] | None = None
+            if upload is not None:
+                stored = self._best_effort(LIST_PARTS_STEP,
+                                           upload.stored_parts, default=None)
+                if stored is None:       # cannot tell what it holds: it is ours, and of no more use
+                    self._best_effort(ABORT_STEP, upload.abort,
+                                      default=False)
+            if upload is None or stored is None:
+                upload, stored = MultipartUpload.create(
+                    self._s3, self.retrying, self.registry, self.scope, self.bucket, s3key, local.md5 or "",
+                    local.size, part_size, _stat_of(local), self.extra_args(key, local.md5 or "")), {}
+            try:
+                return self._send(upload, stored, local, key, counted)
+            except UploadGone:
+                if self._aborting:
+                    raise RemoteError(f"{key}: upload aborted (interrupted)") from None
+                # aborted under us (another tool, a lifecycle rule): this file starts over, the others go on
+                log.info("%s: its multipart upload is gone from the server; starting it again", key)
+                upload.forget()
+                progress(-reported[0])
+                reported[0] = 0
+        raise RemoteError(f"{key}: its multipart upload was aborted on the server {RESTARTS} times while it was "
+                          "being sent", f"check for a lifecycle rule or another tool aborting uploads in "
+                          f"{self.bucket!r}, then re-run")
 
-                    def send(i: int = i, data: bytes = data, digest: Any = digest) -> Any:
-                        resp = self._s3("upload_part", Bucket=self.bucket, Key=s3key, UploadId=upload_id,
-                                        PartNumber=i + 1, Body=data,
-                                        ContentMD5=base64.b64encode(digest.digest()).decode())
-                        if str(resp.get("ETag", "")).strip('"') != digest.hexdigest():
-                            raise VerifyError(f"{key}: part {i + 1} ETag mismatch")
-                        return resp
+    def _resumable(self, local: LocalFile, s3key: str, part_size: int, claim: bool) -> MultipartUpload | None:
+        """The upload an earlier (or this) run left for exactly this file and part size, if any. With
+        `claim`, uploads of another version of the file or part size are aborted (they are ours)."""
+        for entry in self.registry.for_key(self.scope, s3key):
+            upload = MultipartUpload(self._s3, self.retrying, self.registry, self.bucket, entry)
+            # a plan may not have hashed the file: then the stat it was uploaded with tells
+            same = entry.size == local.size and entry.part_size == part_size and (
+                entry.md5 == local.md5 if local.md5 is not None else entry.stat == _stat_of(local))
+            if not claim:
+                if same:
+                    return upload
+                continue
+            if not same or not entry.md5:
+                self._best_effort(ABORT_STEP, upload.abort,
+                                  default=False)
+                continue
+            self.registry.claim(entry)
+            return upload
+        return None
 
-                    resp = self.retrying(send)
-                    del data, send
-                digests[i] = digest.digest()
-                done.append({"PartNumber": i + 1, "ETag": resp["ETag"]})
-                progress(part_size if (i + 1) * part_size <= local.size else local.size - i * part_size)
-
+    def _send(self, upload: MultipartUpload, stored: dict[int, StoredPart], local: LocalFile, key: str,
+              progress: Progress) -> tuple[str, str]:
+        """Send what the server lacks of this upload, then complete it. On failure the upload stays open
+        (and written down) for the next try or run to resume, unless the file changed."""
+        nparts = -(-local.size // upload.entry.part_size)
+        with self._mp_lock:
+            self._open[upload.entry.row] = upload
         try:
-            workers = min(self.target.part_concurrency, nparts)
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(worker) for _ in range(workers)]
-                parts = sorted((p for fut in futures for p in fut.result()), key=lambda p: p["PartNumber"])
+            sent = upload.send(local.path, local.size, self._part_slots, self.target.part_concurrency, progress,
+                               stored)
             # every part was checked by the server (Content-MD5); the file must still be the one we hashed
             if not still_same(local):
+                self._best_effort(ABORT_STEP, upload.abort, default=False)
                 raise SourceChanged(f"{key}: changed while it was being uploaded", "re-run when the file is complete")
-            expected = f"{hashlib.md5(b''.join(digests)).hexdigest()}-{nparts}"
-            resp = self.retrying(lambda: self._complete(s3key, upload_id, parts, expected))
-        except BaseException:
-            try:
-                self.retrying(lambda: self._s3("abort_multipart_upload", Bucket=self.bucket, Key=s3key,
-                                               UploadId=upload_id))
-            except Exception:  # noqa: BLE001 — finish() and the next run's begin() abort leftovers too
-                log.debug("could not abort multipart upload of %s now", key)
+            expected = f"{hashlib.md5(b''.join(sent.digests)).hexdigest()}-{nparts}"
+            resp = upload.complete(sent.parts, expected)
+        except (UploadGone, SourceChanged):
             raise
+        except BaseException:
+            with self._mp_lock:
+                self._resumed[key] = Change("=", f"resumable {key}", "multipart upload left open; the next apply "
+                                            "sends only the parts it lacks")
+            raise
+        finally:
+            with self._mp_lock:
+                self._open.pop(upload.entry.row, None)
+        with self._mp_lock:
+            self._resumed.pop(key, None)
+            if nparts - sent.sent:
+                self._resumed[key] = Change("=", f"resumed {key}", f"{nparts - sent.sent} of {nparts} parts were "
+                                            f"already stored; sent {sent.sent}")
         etag = str(resp.get("ETag", "")).strip('"')
         if etag == expected and still_same(local):
             # the next plan compares this ETag: remember it, so that plan reads nothing
-            self.cache.put(local.path, os.stat(local.path), expected, f"etag:{part_size}")
+            self.cache.put(local.path, os.stat(local.path), expected, f"etag:{upload.entry.part_size}")
         return etag, expected
-
-    def _complete(self, s3key: str, upload_id: str, parts: list[dict[str, Any]], expected: str) -> dict[str, Any]:
-        try:
-            return self._s3("complete_multipart_upload", Bucket=self.bucket, Key=s3key, UploadId=upload_id,
-                            MultipartUpload={"Parts": parts})
-        except FileNotFoundError:
-            # NoSuchUpload on a retry: the first complete went through and only its answer was lost
-            head = self._s3("head_object", Bucket=self.bucket, Key=s3key)
-            if str(head.get("ETag", "")).strip('"') == expected:
-                return head
-            raise
 
     def delete(self, remote: RemoteFile) -> None:
         self._s3("delete_object", Bucket=self.bucket, Key=self._key(remote.key))
+
+    def close(self) -> None:
+        if "registry" in self.__dict__:
+            self.registry.close()
