@@ -171,7 +171,7 @@ def plan_target(backend: Backend, target: TargetConfig, local: dict[str, LocalFi
     remote = backend.resolve(remote, mapped)
     _check_limits(backend.features, {k: f.size for k, f in mapped.items()}, remote, target)
     plan = make_plan(target.name, backend.url, mapped, remote, overwrite=target.overwrite, delete=target.delete,
-                     scope=scope)
+                     scope=scope, headers=backend.wanted_headers(mapped))
     return dataclasses.replace(plan, changes=backend.plan_changes(plan))
 
 

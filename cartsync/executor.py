@@ -56,19 +56,20 @@ class Executor:
             return report
         report.changes += self.backend.begin(plan)
         uploads = plan.uploads
+        writes = uploads + plan.of(Kind.HEADERS)      # a header fix is a write: a catalog's waits for the data
         # largest first: a big file started last would upload alone at the end while the rest sit idle
-        data = sorted((a for a in uploads if not is_catalog(a.key)), key=lambda a: -a.size)
-        catalogs = [a for a in uploads if is_catalog(a.key)]
+        data = sorted((a for a in writes if not is_catalog(a.key)), key=lambda a: -a.size)
+        catalogs = [a for a in writes if is_catalog(a.key)]
         deletes = plan.of(Kind.DELETE)
         total = sum(a.size for a in uploads)
         with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
                   disable=not self.show_progress or total == 0, desc=plan.target, dynamic_ncols=True) as bar:
-            self._each(data, lambda a: self._upload(a, bar), report)
+            self._each(data, lambda a: self._write(a, bar), report)
             later = catalogs + deletes
             if report.failed:
                 report.skipped += later
             else:
-                self._each(catalogs, lambda a: self._upload(a, bar), report)
+                self._each(catalogs, lambda a: self._write(a, bar), report)
                 if report.failed:
                     report.skipped += deletes
                 else:
@@ -83,6 +84,25 @@ class Executor:
             return
         with ThreadPoolExecutor(max_workers=min(self.jobs, len(actions)), thread_name_prefix="xfer") as pool:
             report.outcomes += list(pool.map(fn, actions))
+
+    def _write(self, action: Action, bar: tqdm) -> Outcome:
+        return self._fix_headers(action) if action.kind is Kind.HEADERS else self._upload(action, bar)
+
+    def _fix_headers(self, action: Action) -> Outcome:
+        outcome = Outcome(action, ok=False)
+
+        def on_retry(exc: BaseException) -> None:
+            outcome.retries += 1
+            log.info("retrying headers of %s after: %s", action.key, describe_error(exc))
+
+        try:
+            self.policy.call(lambda: self.backend.update_headers(action), on_retry)
+        except Exception as exc:  # noqa: BLE001 — reported per file, the others go on
+            outcome.error = _without_key(describe_error(exc), action.key)
+            return outcome
+        outcome.ok = True
+        log.info("headers %s (%s)", action.key, action.reason)
+        return outcome
 
     def _upload(self, action: Action, bar: tqdm) -> Outcome:
         assert action.local is not None

@@ -41,6 +41,8 @@ class RemoteFile:
     etag: str | None = None
     # backend-private details (e.g. a Zenodo file id); never compared
     extra: tuple[tuple[str, str], ...] = ()
+    # the compared headers as the store has them (S3), sorted (name, value); None: unknown or not compared
+    headers: tuple[tuple[str, str], ...] | None = None
 
     def get(self, name: str) -> str | None:
         return dict(self.extra).get(name)
@@ -81,10 +83,11 @@ class Kind(str, enum.Enum):
     REPLACE = "replace"
     DELETE = "delete"
     KEEP = "keep"
+    HEADERS = "headers"      # same data, other headers: fixed in place, no bytes sent
 
     @property
     def sign(self) -> str:
-        return {"create": "+", "replace": "~", "delete": "-", "keep": "="}[self.value]
+        return {"create": "+", "replace": "~", "delete": "-", "keep": "=", "headers": "~"}[self.value]
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,8 @@ class Action:
     reason: str = ""
     local: LocalFile | None = None
     remote: RemoteFile | None = None
+    # Kind.HEADERS: (header, now, wanted) for each header that differs (None = absent)
+    headers: tuple[tuple[str, str | None, str | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -123,7 +128,7 @@ class Plan:
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.uploads or self.of(Kind.DELETE)) or any(c.sign in "+~-" for c in self.changes)
+        return bool(self.uploads or self.of(Kind.DELETE) or self.of(Kind.HEADERS)) or any(c.sign in "+~-" for c in self.changes)
 
 
 @dataclass
