@@ -11,6 +11,7 @@ and moto this proxy:
   back to moto's, as AWS's own part ETags would be accepted;
 - applies the bucket's default encryption to copies and new multipart uploads that name none (AWS
   does; moto copies as AES256);
+- honours `x-amz-copy-source-if-match` (moto 5.2.5 ignores it) with 412 PreconditionFailed;
 - keeps SSE-C objects (written with x-amz-server-side-encryption-customer-algorithm) unreadable
   without that header: HEAD answers a bare 400, GET and copies 400 InvalidRequest, as AWS does.
 
@@ -103,6 +104,11 @@ class KmsProxy:
         fake = hashlib.md5(f"kms|{bucket}|{key}|{real}|{stamp}".encode()).hexdigest()
         return fake + (real[real.index("-"):] if "-" in real else "")
 
+    def etag_of(self, bucket: str, key: str) -> str:
+        """The object's ETag as clients see it through the proxy."""
+        real = self._object(bucket, key).etag.strip('"')
+        return self.fake_etag(bucket, key, real) if self.encrypted(bucket, key) else real
+
     def _fake_part(self, real: str) -> str:
         fake = hashlib.md5(f"kms-part|{real}".encode()).hexdigest()
         with self._lock:
@@ -127,6 +133,10 @@ class KmsProxy:
                     "x-amz-copy-source-server-side-encryption-customer-algorithm" not in lower:
                 return self._error(h, 400, "InvalidRequest", "The object was stored using a form of Server Side "
                                    "Encryption. The correct parameters must be provided to retrieve the object.")
+            wanted = lower.get("x-amz-copy-source-if-match", "").strip('"')
+            if wanted and self._object(src_bucket, src_key) is not None and wanted != self.etag_of(src_bucket, src_key):
+                return self._error(h, 412, "PreconditionFailed", "At least one of the pre-conditions you "
+                                   "specified did not hold")
         if key and h.command in ("GET", "HEAD") and (bucket, key) in self.sse_c and SSE_C not in lower \
                 and "uploadId" not in query:
             return self._error(h, 400, "InvalidRequest", "The object was stored using a form of Server Side "

@@ -372,6 +372,11 @@ class S3Backend(Backend):
         except PermissionError:
             raise AuthError(f"{action.key}: access denied copying onto itself in {self.url}",
                             "check that the credentials may GetObject and PutObject here") from None
+        except Exception as exc:
+            if str(getattr(exc, "response", {}).get("Error", {}).get("Code")) not in ("PreconditionFailed", "412"):
+                raise
+            raise SourceChanged(f"{action.key}: changed on the target since the plan; its headers were left alone",
+                                "re-run to plan it afresh") from None
         etag = s3_etags.etag_of(resp)
         # a copy in one piece has the data's MD5 as ETag (unless KMS); one in parts cannot be checked locally
         if action.size <= s3_headers.COPY_LIMIT and not s3_etags.verified(resp, action.local.md5):
