@@ -87,6 +87,10 @@ def test_octet_stream_objects_are_fixed_in_place_then_unchanged(s3, tmp_path, da
     code, out, _ = cli("plan", m, "--detailed-exitcode")
     assert (code, out.splitlines()[-1]) == (0, "No changes. 16 file(s) up to date.")
     assert only_listing(s3)
+    # a later fix still carries the other tool's metadata, from what the first one remembered
+    assert cli("apply", s3_manifest(tmp_path, s3, "cp", headers={"genes_all.pmtiles": {"CacheControl": "no-cache"}}))[0] == 0
+    head = s3.head_object(s3.bucket, "cp/genes_all.pmtiles")
+    assert (head["CacheControl"], head["Metadata"]["origin"]) == ("no-cache", "aws-cli")
 
 
 def test_a_headers_edit_yields_exactly_those_header_actions(s3, tmp_path, dataset, cli):

@@ -356,9 +356,11 @@ class S3Backend(Backend):
         self._remember(key, etag, local.md5, self.extra_args(key, local.md5), resp)
         return RemoteFile(key, local.size, local.md5, etag)
 
-    def _remember(self, key: str, etag: str, md5: str, args: Mapping[str, Any], resp: Mapping[str, Any]) -> None:
+    def _remember(self, key: str, etag: str, md5: str, args: Mapping[str, Any], resp: Mapping[str, Any],
+                  carry: Mapping[str, str] | None = None) -> None:
         """The next plan recognises this object version from the listing alone."""
-        self.objects.put(self._key(key), etag, Facts(md5, s3_headers.wanted(args), s3_headers.carried(args, resp)))
+        self.objects.put(self._key(key), etag, Facts(md5, s3_headers.wanted(args),
+                                                     {**(carry or {}), **s3_headers.carried(args, resp)}))
 
     def update_headers(self, action: Action) -> None:
         """A metadata-replacing copy onto itself (s3_headers.copy_in_place): no bytes sent."""
@@ -381,7 +383,7 @@ class S3Backend(Backend):
         # a copy in one piece has the data's MD5 as ETag (unless KMS); one in parts cannot be checked locally
         if action.size <= s3_headers.COPY_LIMIT and not s3_etags.verified(resp, action.local.md5):
             raise VerifyError(f"{action.key}: server reports ETag {etag} after the copy, expected {action.local.md5}")
-        self._remember(action.key, etag, action.local.md5, args, {**(known.carry if known else {}), **resp})
+        self._remember(action.key, etag, action.local.md5, args, resp, known.carry if known else None)
 
     def _put_single(self, local: LocalFile, key: str) -> dict[str, Any]:
         assert local.md5 is not None
