@@ -66,28 +66,13 @@ def with_facts(r: RemoteFile, facts: Facts) -> RemoteFile:
     return dataclasses.replace(r, md5=facts.md5, headers=tuple(sorted(facts.headers.items())))
 
 
-def learned(r: RemoteFile, head: Mapping[str, Any], md5_from_etag: str | None) -> Facts | None:
-    """The facts a HEAD gives about the listed version `r`; None if the object changed since the listing."""
-    etag = etag_of(head)
-    if etag != r.etag:
-        return None
-    facts = s3_headers.from_head(head)
-    meta = facts.headers.get(s3_headers.META_MD5)
-    if md5_from_etag is not None:
-        md5: str | None = md5_from_etag
-    elif not etag_is_md5(head) or "-" in etag:
-        md5 = meta                     # the ETag proves nothing; what cartsync recorded at upload does
-    else:
-        md5 = etag.lower()
-    return dataclasses.replace(facts, md5=md5)
-
-
 class Resolver:
     """Fills `md5` and `headers` of listed objects whose plan depends on them; writes nothing remotely.
 
     `head(key)` is one (retried) HEAD by relative key, None if the object is gone or may not be read,
     raising PlanError for SSE-C; `etag_matches(local, etag)` tells whether a multipart ETag is the
-    local file's; `s3key(key)` is the full object key the cache is keyed by."""
+    local file's (hashing it locally, cached); `s3key(key)` is the full object key the cache is keyed by.
+    The HEAD comes first: under KMS no local multipart ETag could match, so none is computed."""
 
     def __init__(self, cache: ObjectCache, head: Callable[[str], Mapping[str, Any] | None],
                  etag_matches: Callable[[LocalFile, str], bool], s3key: Callable[[str], str]) -> None:
@@ -96,7 +81,7 @@ class Resolver:
 
     def resolve(self, remote: dict[str, RemoteFile], local: Mapping[str, LocalFile]) -> dict[str, RemoteFile]:
         out = dict(remote)
-        todo: list[tuple[str, RemoteFile, str | None]] = []
+        todo: list[tuple[RemoteFile, LocalFile]] = []
         for key, r in remote.items():
             lf = local.get(key)
             if lf is None or lf.size != r.size or lf.md5 is None or not r.etag:
@@ -104,19 +89,30 @@ class Resolver:
             known = self.cache.get(self.s3key(key), r.etag)
             if known is not None:
                 out[key] = with_facts(r, known)
-                continue
-            same = r.md5 == lf.md5 or ("-" in r.etag and self.etag_matches(lf, r.etag))
-            todo.append((key, r, lf.md5 if same else None))
+            else:
+                todo.append((r, lf))
         if todo:
             with ThreadPoolExecutor(max_workers=min(HEAD_JOBS, len(todo)), thread_name_prefix="head") as pool:
-                for (key, r, md5), head in zip(todo, pool.map(lambda t: self.head(t[0]), todo)):
+                for r, facts in zip([r for r, _ in todo], pool.map(lambda t: self._learn(*t), todo)):
                     self.heads += 1
-                    facts = learned(r, head, md5) if head is not None else None
-                    if facts is None:
-                        if md5 is not None:
-                            out[key] = dataclasses.replace(r, md5=md5)
-                        continue
-                    assert r.etag is not None
-                    self.cache.put(self.s3key(key), r.etag, facts)
-                    out[key] = with_facts(r, facts)
+                    out[r.key] = facts if isinstance(facts, RemoteFile) else with_facts(r, facts)
         return out
+
+    def _learn(self, r: RemoteFile, lf: LocalFile) -> Facts | RemoteFile:
+        """Facts from one HEAD (remembered); the listing alone if the object is gone, unreadable or changed."""
+        assert r.etag is not None
+        head = self.head(r.key)
+        if head is None or etag_of(head) != r.etag:
+            same = r.md5 == lf.md5 or ("-" in r.etag and self.etag_matches(lf, r.etag))
+            return dataclasses.replace(r, md5=lf.md5) if same else r
+        facts = s3_headers.from_head(head)
+        meta = facts.headers.get(s3_headers.META_MD5)
+        if not etag_is_md5(head):
+            md5 = meta                     # KMS: the ETag proves nothing; what cartsync recorded at upload does
+        elif "-" in r.etag:
+            md5 = lf.md5 if self.etag_matches(lf, r.etag) else meta
+        else:
+            md5 = r.etag.lower()
+        facts = dataclasses.replace(facts, md5=md5)
+        self.cache.put(self.s3key(r.key), r.etag, facts)
+        return facts
