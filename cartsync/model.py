@@ -128,7 +128,8 @@ class Plan:
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.uploads or self.of(Kind.DELETE) or self.of(Kind.HEADERS)) or any(c.sign in "+~-" for c in self.changes)
+        return bool(self.uploads or self.of(Kind.DELETE) or self.of(Kind.HEADERS)) or any(
+            c.sign in "+~-" for c in self.changes)
 
 
 @dataclass

@@ -128,7 +128,8 @@ class KmsProxy:
         lower = {k.lower(): v for k, v in headers.items()}
         copy = "x-amz-copy-source" in lower
         if copy:
-            src_bucket, _, src_key = urllib.parse.unquote(lower["x-amz-copy-source"].split("?")[0]).lstrip("/").partition("/")
+            source = urllib.parse.unquote(lower["x-amz-copy-source"].split("?")[0]).lstrip("/")
+            src_bucket, _, src_key = source.partition("/")
             if (src_bucket, src_key) in self.sse_c and \
                     "x-amz-copy-source-server-side-encryption-customer-algorithm" not in lower:
                 return self._error(h, 400, "InvalidRequest", "The object was stored using a form of Server Side "
@@ -148,11 +149,12 @@ class KmsProxy:
         sse_c_write = h.command == "PUT" and key and SSE_C in lower and "partNumber" not in query
         if SSE_C in lower:
             # moto would not ask for the key again; the proxy plays that part
-            headers = {k: v for k, v in headers.items() if not k.lower().startswith("x-amz-server-side-encryption-customer")}
+            headers = {k: v for k, v in headers.items()
+                       if not k.lower().startswith("x-amz-server-side-encryption-customer")}
         if h.command == "POST" and "uploadId" in query:                # Complete: our part ETags back to moto's
             with self._lock:
-                body = re.sub(rb"[0-9a-f]{32}", lambda m: self._parts.get(m.group().decode(), m.group().decode()).encode(),
-                              body)
+                body = re.sub(rb"[0-9a-f]{32}",
+                              lambda m: self._parts.get(m.group().decode(), m.group().decode()).encode(), body)
         conn = http.client.HTTPConnection(*self.upstream, timeout=60)
         try:
             conn.request(h.command, h.path, body=body, headers={**headers, "Content-Length": str(len(body))})
@@ -207,7 +209,8 @@ class KmsProxy:
             if query["uploadId"][0] not in self._kms_uploads:
                 return headers, data
             headers = [(k, f'"{self._fake_part(v.strip(chr(34)))}"' if k.lower() == "etag" else v) for k, v in headers]
-            data = _ETAG_XML.sub(lambda e: e.group(1) + self._fake_part(e.group(2).decode()).encode() + e.group(3), data)
+            data = _ETAG_XML.sub(lambda e: e.group(1) + self._fake_part(e.group(2).decode()).encode() + e.group(3),
+                                 data)
             return self._sse(headers), data
         if method == "DELETE" or not self.encrypted(bucket, key):
             return headers, data

@@ -8,11 +8,11 @@ import hashlib
 import json
 
 import pytest
+from conftest import EXAMPLE, s3_md5s
+from test_s3 import MiB, big_dataset, s3_manifest, writes
 
 from cartsync.backends import s3_headers
 from cartsync.planner import header_drift
-from conftest import EXAMPLE, s3_md5s
-from test_s3 import MiB, big_dataset, s3_manifest, writes
 
 TYPES = {".pmtiles": "application/vnd.pmtiles", ".yaml": "application/yaml", ".tsv": "text/tab-separated-values",
          ".tsv.gz": "application/gzip", ".png": "image/png", ".json": "application/json"}
@@ -34,7 +34,8 @@ def only_listing(s3) -> bool:
     ((("Cache-Control", "max-age=60"), ("Content-Type", "image/png")), {"Content-Type": "image/png"},
      (("Cache-Control", "max-age=60", None),)),
     # cartsync's own metadata: wrong is drift, absent (another tool's object) is not
-    ((("Content-Type", "image/png"), ("x-amz-meta-md5", "0" * 32)), {"Content-Type": "image/png", "x-amz-meta-md5": "1" * 32},
+    ((("Content-Type", "image/png"), ("x-amz-meta-md5", "0" * 32)),
+     {"Content-Type": "image/png", "x-amz-meta-md5": "1" * 32},
      (("x-amz-meta-md5", "0" * 32, "1" * 32),)),
     ((("Content-Type", "image/png"),), {"Content-Type": "image/png", "x-amz-meta-md5": "1" * 32}, ()),
     (None, {"Content-Type": "image/png"}, ()),                  # unknown: nothing to compare
@@ -88,7 +89,8 @@ def test_octet_stream_objects_are_fixed_in_place_then_unchanged(s3, tmp_path, da
     assert (code, out.splitlines()[-1]) == (0, "No changes. 16 file(s) up to date.")
     assert only_listing(s3)
     # a later fix still carries the other tool's metadata, from what the first one remembered
-    assert cli("apply", s3_manifest(tmp_path, s3, "cp", headers={"genes_all.pmtiles": {"CacheControl": "no-cache"}}))[0] == 0
+    edited = s3_manifest(tmp_path, s3, "cp", headers={"genes_all.pmtiles": {"CacheControl": "no-cache"}})
+    assert cli("apply", edited)[0] == 0
     head = s3.head_object(s3.bucket, "cp/genes_all.pmtiles")
     assert (head["CacheControl"], head["Metadata"]["origin"]) == ("no-cache", "aws-cli")
 
@@ -164,9 +166,9 @@ def test_an_object_changed_since_the_plan_is_not_stamped(s3, tmp_path):
     """The copy is conditional on the ETag the plan saw: another writer's new version keeps its headers.
     (Through tests/kms_proxy.py, without KMS: it answers the condition as S3 does; moto ignores it.)"""
     import yaml
+    from kms_proxy import KmsProxy
 
     from cartsync import manifest as manifest_mod
-    from kms_proxy import KmsProxy
     src = big_dataset(tmp_path, {"a.png": 100})
     s3.put_object(s3.bucket, "race/a.png", (src / "a.png").read_bytes())
     path = s3_manifest(tmp_path, s3, "race", src="big", method="all")

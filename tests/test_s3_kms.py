@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import s3_md5s
 from kms_proxy import KmsProxy
 from test_s3 import MiB, big_dataset, writes
@@ -22,7 +21,8 @@ KMS_DEFAULT = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm":
 
 @pytest.fixture
 def kms(s3):
-    s3.boto3_client(counted=False).put_bucket_encryption(Bucket=s3.bucket, ServerSideEncryptionConfiguration=KMS_DEFAULT)
+    s3.boto3_client(counted=False).put_bucket_encryption(Bucket=s3.bucket,
+                                                         ServerSideEncryptionConfiguration=KMS_DEFAULT)
     with KmsProxy(s3.endpoint_url) as proxy:
         proxy.client = s3.boto3_client(counted=False, endpoint_url=proxy.url)
         yield proxy
@@ -151,7 +151,7 @@ def test_sse_c_in_storage_options_is_refused_without_echoing_the_key(s3, tmp_pat
 
 
 def test_an_sse_c_object_on_the_target_is_refused(s3, kms, tmp_path, cli):
-    src = big_dataset(tmp_path, {"a.tsv": 10})
+    big_dataset(tmp_path, {"a.tsv": 10})
     kms.client.put_object(Bucket=s3.bucket, Key="c/a.tsv", Body=b"0123456789", SSECustomerAlgorithm="AES256",
                           SSECustomerKey="k" * 32)
     m = manifest(tmp_path, s3, kms, "c", "big")

@@ -18,8 +18,9 @@ default encryption too). So:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ..errors import PlanError
 from ..model import LocalFile, RemoteFile
@@ -93,7 +94,7 @@ class Resolver:
                 todo.append((r, lf))
         if todo:
             with ThreadPoolExecutor(max_workers=min(HEAD_JOBS, len(todo)), thread_name_prefix="head") as pool:
-                for r, facts in zip([r for r, _ in todo], pool.map(lambda t: self._learn(*t), todo)):
+                for r, facts in zip([r for r, _ in todo], pool.map(lambda t: self._learn(*t), todo), strict=True):
                     self.heads += 1
                     out[r.key] = facts if isinstance(facts, RemoteFile) else with_facts(r, facts)
         return out
