@@ -196,7 +196,7 @@ def plan_target(backend: Backend, target: TargetConfig, local: dict[str, LocalFi
     remote = backend.resolve(remote, mapped)
     _check_limits(backend.features, {k: f.size for k, f in mapped.items()}, remote, target)
     plan = make_plan(target.name, backend.url, mapped, remote, overwrite=target.overwrite, delete=target.delete,
-                     scope=scope, folders=backend.features.folders)
+                     scope=scope, folders=backend.features.folders, headers=backend.wanted_headers(mapped))
     plan = guarded(plan, len(remote), target.max_delete, allow_mass_delete)
     return dataclasses.replace(plan, changes=backend.plan_changes(plan))
 

@@ -49,9 +49,10 @@ class Executor:
             return report
         report.changes += self.backend.begin(plan)
         uploads = plan.uploads
+        writes = uploads + plan.of(Kind.HEADERS)      # a header fix is a write: a catalog's waits for the data
         # largest first: a big file started last would upload alone at the end while the rest sit idle
-        data = sorted((a for a in uploads if not a.catalog), key=lambda a: -a.size)
-        catalogs = [a for a in uploads if a.catalog]
+        data = sorted((a for a in writes if not a.catalog), key=lambda a: -a.size)
+        catalogs = [a for a in writes if a.catalog]
         clear = [a for a in plan.of(Kind.DELETE) if a.first]     # what is in the way of an upload: first
         deletes = [a for a in plan.of(Kind.DELETE) if not a.first]
         if plan.deletes_refused:          # the max_delete guard: the uploads go ahead, the deletes do not
@@ -63,12 +64,12 @@ class Executor:
             if report.failed:
                 report.skipped += data
                 data = []
-            self._each(data, lambda a: self._upload(a, bar), report)
+            self._each(data, lambda a: self._write(a, bar), report)
             later = catalogs + deletes
             if report.failed:
                 report.skipped += later
             else:
-                self._each(catalogs, lambda a: self._upload(a, bar), report)
+                self._each(catalogs, lambda a: self._write(a, bar), report)
                 if report.failed:
                     report.skipped += deletes
                 else:
@@ -91,6 +92,25 @@ class Executor:
                     report.skipped.append(action)
                 else:
                     report.outcomes.append(outcome)
+
+    def _write(self, action: Action, bar: Bar) -> Outcome | None:
+        return self._fix_headers(action) if action.kind is Kind.HEADERS else self._upload(action, bar)
+
+    def _fix_headers(self, action: Action) -> Outcome:
+        outcome = Outcome(action, ok=False)
+
+        def on_retry(exc: BaseException) -> None:
+            outcome.retries += 1
+            log.info("retrying headers of %s after: %s", action.key, describe_error(exc))
+
+        try:
+            self.policy.call(lambda: self.backend.update_headers(action), on_retry)
+        except Exception as exc:  # noqa: BLE001 — reported per file, the others go on
+            outcome.error = _without_key(describe_error(exc), action.key)
+            return outcome
+        outcome.ok = True
+        log.info("headers %s (%s)", action.key, action.reason)
+        return outcome
 
     def _upload(self, action: Action, bar: Bar) -> Outcome | None:
         assert action.local is not None

@@ -106,14 +106,9 @@ class HashCache:
         with self._write_lock:
             if self._db is None or not rows:
                 return
-            try:
-                self._db.execute("BEGIN")
-                self._db.executemany("INSERT OR REPLACE INTO hashes VALUES (?,?,?,?,?,?,?)", rows)
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
+            exc = write_rows(self._db, "INSERT OR REPLACE INTO hashes VALUES (?,?,?,?,?,?,?)", rows)
+            if exc is not None:
                 log.warning("hash cache %s: could not record %d digest(s) (%s)", self.path, len(rows), exc)
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
 
     def close(self) -> None:
         with self._lock:
@@ -123,6 +118,19 @@ class HashCache:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+
+def write_rows(db: sqlite3.Connection, statement: str, rows: list[tuple]) -> sqlite3.Error | None:
+    """`statement` for every row, in one transaction; the error (after rolling back) if it failed."""
+    try:
+        db.execute("BEGIN")
+        db.executemany(statement, rows)
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        return exc
+    return None
 
 
 def md5_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> str:

@@ -51,6 +51,8 @@ class RemoteFile:
     etag: str | None = None
     # backend-private details (e.g. a Zenodo file id); never compared
     extra: tuple[tuple[str, str], ...] = ()
+    # the compared headers as the store has them (S3), sorted (name, value); None: unknown or not compared
+    headers: tuple[tuple[str, str], ...] | None = None
 
     def get(self, name: str) -> str | None:
         return dict(self.extra).get(name)
@@ -91,10 +93,11 @@ class Kind(str, enum.Enum):
     REPLACE = "replace"
     DELETE = "delete"
     KEEP = "keep"
+    HEADERS = "headers"      # same data, other headers: fixed in place, no bytes sent
 
     @property
     def sign(self) -> str:
-        return {"create": "+", "replace": "~", "delete": "-", "keep": "="}[self.value]
+        return {"create": "+", "replace": "~", "delete": "-", "keep": "=", "headers": "~"}[self.value]
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,8 @@ class Action:
     reason: str = ""
     local: LocalFile | None = None
     remote: RemoteFile | None = None
+    # Kind.HEADERS: (header, now, wanted) for each header that differs (None = absent)
+    headers: tuple[tuple[str, str | None, str | None], ...] = ()
     # a delete that clears the way for an upload (a file where a folder must go, or the reverse, on a
     # target with real folders): it runs before the uploads, not last
     first: bool = False
@@ -158,7 +163,8 @@ class Plan:
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.uploads or self.of(Kind.DELETE)) or any(c.sign in "+~-" for c in self.changes)
+        return bool(self.uploads or self.of(Kind.DELETE) or self.of(Kind.HEADERS)) or any(
+            c.sign in "+~-" for c in self.changes)
 
 
 @dataclass

@@ -52,11 +52,25 @@ def in_the_way(local: Mapping[str, LocalFile], remote: Mapping[str, RemoteFile])
     return blocked
 
 
+def header_drift(have: tuple[tuple[str, str], ...] | None, want: Mapping[str, str] | None,
+                 ) -> tuple[tuple[str, str | None, str | None], ...]:
+    """(header, now, wanted) for each header that differs; nothing where either side is unknown.
+    x-amz-meta-md5 counts only when present and wrong (tools other than cartsync never write it)."""
+    if have is None or want is None:
+        return ()
+    now = dict(have)
+    names = sorted(set(now) | set(want), key=lambda n: (n.startswith("x-amz-meta-"), n))
+    return tuple((n, now.get(n), want.get(n)) for n in names
+                 if now.get(n) != want.get(n) and not (n == "x-amz-meta-md5" and now.get(n) is None))
+
+
 def make_plan(target: str, url: str, local: Mapping[str, LocalFile], remote: Mapping[str, RemoteFile], *,
               overwrite: str = "changed", delete: bool = False, scope: Scope = Scope(), folders: bool = False,
-              changes: tuple[Change, ...] = (), notes: tuple[str, ...] = ()) -> Plan:
+              changes: tuple[Change, ...] = (), notes: tuple[str, ...] = (),
+              headers: Mapping[str, Mapping[str, str]] | None = None) -> Plan:
     """`folders`: the target is a real folder tree (a local target), where a file and a folder cannot share
-    a name; what stands in the way of an upload is deleted first (only with `delete`, else a PlanError)."""
+    a name; what stands in the way of an upload is deleted first (only with `delete`, else a PlanError).
+    `headers`: key → the headers each file should have, where the target compares them (S3)."""
     actions: list[Action] = []
     blocked = in_the_way(local, remote) if folders else {}
     if blocked and not delete:
@@ -72,7 +86,13 @@ def make_plan(target: str, url: str, local: Mapping[str, LocalFile], remote: Map
             actions.append(Action(Kind.CREATE, key, lf.size, "new", lf, None))
         else:
             kind, why = compare(lf, rf, overwrite)
-            actions.append(Action(kind, key, lf.size, why, lf, rf))
+            drift = header_drift(rf.headers, (headers or {}).get(key)) if kind is Kind.KEEP and \
+                overwrite != "never" else ()
+            if drift:
+                why = ", ".join(f"{n} {a or '(none)'} → {b or '(none)'}" for n, a, b in drift)
+                actions.append(Action(Kind.HEADERS, key, lf.size, why, lf, rf, drift))
+            else:
+                actions.append(Action(kind, key, lf.size, why, lf, rf))
     orphans = sorted(k for k in set(remote) - set(local) if scope.owns(k))
     if scope.datasets is not None:
         notes += (f"only this run's {len(scope.datasets)} dataset(s) are compared; everything else under the "

@@ -21,6 +21,9 @@ def plan_text(plan: Plan, verbose: bool = False) -> str:
     width = max((len(a.key) for a in shown), default=0)
     size_width = max((len(human_size(a.size)) for a in shown), default=0)
     for a in shown:
+        if a.kind is Kind.HEADERS:        # nothing is sent: no size, just what changes
+            lines.append(f"  {a.kind.sign} {a.kind.value:<8} {a.key:<{width}}  ({a.reason})")
+            continue
         why = f"  ({a.reason})" if verbose or a.kind is Kind.REPLACE else ""
         lines.append(f"  {a.kind.sign} {a.kind.value:<8} {a.key:<{width}}  {human_size(a.size):>{size_width}}{why}")
     for c in plan.changes:
@@ -37,15 +40,19 @@ def summary_line(plan: Plan) -> str:
         return f"No changes. {n[Kind.KEEP]} file(s) up to date."
     other = sum(1 for c in plan.changes if c.sign in "+~-")
     extra = f", {other} other change(s)" if other else ""
+    fixes = f"{n[Kind.HEADERS]} to update headers, " if n[Kind.HEADERS] else ""
     return (f"Plan: {n[Kind.CREATE]} to create, {n[Kind.REPLACE]} to replace, {n[Kind.DELETE]} to delete, "
-            f"{n[Kind.KEEP]} unchanged{extra} ({human_size(send)} to send).")
+            f"{fixes}{n[Kind.KEEP]} unchanged{extra} ({human_size(send)} to send).")
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:
     return {
         "target": plan.target, "url": plan.url, "has_changes": plan.has_changes,
+        "summary": {k.value: len(plan.of(k)) for k in Kind},
         "actions": [{"action": a.kind.value, "key": a.key, "size": a.size, "reason": a.reason,
-                     "md5": a.local.md5 if a.local else None} for a in plan.actions],
+                     "md5": a.local.md5 if a.local else None,
+                     **({"headers": [{"name": n, "now": now, "wanted": new} for n, now, new in a.headers]}
+                        if a.kind is Kind.HEADERS else {})} for a in plan.actions],
         "changes": [{"sign": c.sign, "subject": c.subject, "detail": c.detail} for c in plan.changes],
         "notes": list(plan.notes), "deletes_refused": plan.deletes_refused,
     }
@@ -54,8 +61,9 @@ def plan_json(plan: Plan) -> dict[str, Any]:
 def report_text(report: Report) -> str:
     done = {k: sum(1 for o in report.outcomes if o.ok and o.action.kind is k) for k in Kind}
     rate = report.bytes_sent / report.seconds if report.seconds > 0 else 0.0
+    fixed = f", {done[Kind.HEADERS]} headers updated" if done[Kind.HEADERS] else ""
     lines = [f"{report.target}: {done[Kind.CREATE]} created, {done[Kind.REPLACE]} replaced, "
-             f"{done[Kind.DELETE]} deleted; {human_size(report.bytes_sent)} sent in {report.seconds:.1f} s"
+             f"{done[Kind.DELETE]} deleted{fixed}; {human_size(report.bytes_sent)} sent in {report.seconds:.1f} s"
              f" ({human_size(rate)}/s), {report.retries} retries."]
     for c in report.changes:
         lines.append(f"  {c.sign} {c.subject}" + (f": {c.detail}" if c.detail else ""))

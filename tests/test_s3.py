@@ -141,7 +141,8 @@ def test_content_types_and_headers(s3, tmp_path, dataset, cli):
 
 
 def test_data_uploaded_by_aws_cli_is_adopted(s3, tmp_path, cli):
-    """boto3's transfer manager with 8 MiB parts is what `aws s3 cp` does: no re-upload."""
+    """boto3's transfer manager with 8 MiB parts is what `aws s3 cp` does: no re-upload. (Its objects are
+    binary/octet-stream, so the first apply fixes their Content-Type in place: test_s3_headers.py.)"""
     from boto3.s3.transfer import TransferConfig
     src = big_dataset(tmp_path, {"a.pmtiles": 20 * MiB + 5, "b.pmtiles": 9 * MiB, "c.tsv": 300})
     client = s3.boto3_client(counted=False)
@@ -152,8 +153,12 @@ def test_data_uploaded_by_aws_cli_is_adopted(s3, tmp_path, cli):
     m = s3_manifest(tmp_path, s3, "cli", src="big", method="all")
     s3.reset_counts()
     code, out, _ = cli("apply", m)
+    assert (code, out.split(";")[0]) == (0, "web: 0 created, 0 replaced, 0 deleted, 3 headers updated")
+    assert writes(s3) == 0 and s3.bytes_received == 0
+    s3.reset_counts()
+    code, out, _ = cli("apply", m)
     assert (code, out) == (0, "web: no changes; 3 file(s) up to date; 0 B sent.\n")
-    assert writes(s3) == 0
+    assert writes(s3) == 0 and s3.counts()["HeadObject"] == 0
 
 
 def test_missing_bucket_is_a_clear_error(s3, tmp_path, dataset, cli):

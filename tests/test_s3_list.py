@@ -337,10 +337,12 @@ def test_fast_path_is_used_by_default(s3, listed, tmp_path):
 
 
 def test_noop_plan_never_imports_botocore(s3, tmp_path):
-    """What the fast path is for: `cartsync plan` of an up-to-date S3 target imports neither s3fs nor botocore."""
+    """What the fast path is for: `cartsync plan` of an up-to-date S3 target imports neither s3fs nor botocore.
+    (Up to date includes headers: an object another tool wrote is read once, by the first plan, with HEAD.)"""
+    from cartsync.cli import main
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "a.txt").write_bytes(b"hello")
-    s3.put_object(s3.bucket, "ds/a.txt", b"hello")
+    s3.put_object(s3.bucket, "ds/a.txt", b"hello", ContentType="text/plain")
     m = write_manifest(tmp_path, f"""
         version: 1
         source: {{dir: src, method: all}}
@@ -352,6 +354,8 @@ def test_noop_plan_never_imports_botocore(s3, tmp_path):
     code = ("import sys; from cartsync.cli import main; rc = main(['plan', sys.argv[1]]); "
             "print('IMPORTED', sorted({m.split('.')[0] for m in sys.modules} & "
             "{'s3fs', 'botocore', 'boto3', 'aiobotocore', 'fsspec'})); sys.exit(rc)")
+    assert main(["-q", "plan", str(m)]) == 0 and s3.counts()["HeadObject"] == 1
+    s3.reset_counts()
     r = subprocess.run([sys.executable, "-c", code, str(m)], capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 0, r.stderr
     assert "No changes. 1 file(s) up to date." in r.stdout

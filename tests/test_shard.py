@@ -174,15 +174,19 @@ def test_a_datasets_list_owns_only_the_listed_datasets(tmp_path, s3, cli):
 def test_four_shard_listings_cost_about_one_listing_of_the_collection(tmp_path, s3, cli):
     n, per = 8, 149                          # 1,200 keys: a whole listing is 2 pages of 1,000
     make_collection(tmp_path / "coll", n, files_per=per, size=1)
-    # filled through moto's in-process API (one object per file, MD5 ETag: what an apply leaves), not HTTP
+    # filled through moto's in-process API (one object per file, MD5 ETag and the Content-Type cartsync sets:
+    # what an apply leaves), not HTTP
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.s3.models import s3_backends
+
+    from cartsync.backends.s3 import content_type
     backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
     for path in sorted(p for p in (tmp_path / "coll").rglob("*") if p.is_file()):
-        backend.put_object(s3.bucket, f"coll/{path.relative_to(tmp_path / 'coll').as_posix()}", path.read_bytes())
+        key = backend.put_object(s3.bucket, f"coll/{path.relative_to(tmp_path / 'coll').as_posix()}", path.read_bytes())
+        key.set_metadata({"Content-Type": content_type(path.name)})
     m = collection_manifest(tmp_path, s3)
     s3.reset_counts()
-    assert cli("plan", m)[0] == 0
+    assert cli("plan", m)[0] == 0             # (headers unknown to this cache: one HEAD each, remembered)
     whole = s3.counts()["list_total"]
     s3.reset_counts()
     for k in range(1, 5):

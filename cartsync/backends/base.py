@@ -3,7 +3,7 @@
 Contract (checked by tests/test_contract.py against every backend):
 - `list()` reads the whole target once and never writes.
 - `upload()` leaves exactly one file at the key with the local content, or raises.
-- only the executor calls the write methods (`begin`, `upload`, `delete`, `finish`).
+- only the executor calls the write methods (`begin`, `upload`, `update_headers`, `delete`, `finish`).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from ..errors import CartsyncError, RemoteError
 from ..inventory import HashCache
 from ..manifest import TargetConfig
-from ..model import Change, KeyRange, LocalFile, Plan, RemoteFile, Report
+from ..model import Action, Change, KeyRange, LocalFile, Plan, RemoteFile, Report
 from ..retry import RetryPolicy, dns_failure, is_retryable
 
 Progress = Callable[[int], None]
@@ -75,6 +75,11 @@ class Backend(ABC):
         exists (e.g. hash a local-folder target, or match a multipart ETag). Never writes."""
         return remote
 
+    def wanted_headers(self, local: Mapping[str, LocalFile]) -> dict[str, dict[str, str]]:
+        """key → the headers each file should have, for targets that compare headers (S3; the listed side
+        is `RemoteFile.headers`, filled by `resolve`). Default: none compared. Never writes."""
+        return {}
+
     def plan_changes(self, plan: Plan) -> tuple[Change, ...]:
         """Non-file changes apply would make (Zenodo: deposition, metadata, publish). Never writes."""
         return ()
@@ -87,6 +92,11 @@ class Backend(ABC):
     def upload(self, local: LocalFile, key: str, progress: Progress) -> RemoteFile:
         """Write `local` to `key` (replacing any file there), stream it, and verify it against what the
         store reports. Raise VerifyError on a checksum/size mismatch, RemoteError otherwise."""
+
+    def update_headers(self, action: Action) -> None:
+        """Kind.HEADERS: give the object at `action.key` the wanted headers without sending its bytes.
+        Only planned by targets whose `wanted_headers` returns something."""
+        raise NotImplementedError(f"{type(self).__name__} plans no header changes")
 
     @abstractmethod
     def delete(self, remote: RemoteFile) -> None:

@@ -4,7 +4,10 @@ What is compared: size, then the ETag. A single-part ETag is the MD5. A
 multipart ETag (`<md5 of part md5s>-N`) is matched by computing it locally for
 the part sizes that give N parts for this file size (cartsync's own, 8 MiB as
 the aws CLI uses, and other common sizes); the result is cached. Uploads carry
-the MD5 in `x-amz-meta-md5` too, as a fallback for part sizes we cannot guess.
+the MD5 in `x-amz-meta-md5` too, as a fallback for part sizes we cannot guess
+and for SSE-KMS, whose ETags are not MD5s (s3_etags). Headers are compared too
+and fixed in place (s3_headers); what is known about each object version is
+remembered (objects.ObjectCache), so a no-op re-run is the listing alone.
 """
 from __future__ import annotations
 
@@ -21,10 +24,11 @@ from typing import Any, TypeVar
 
 from ..errors import AuthError, CartsyncError, RemoteError, SourceChanged, VerifyError
 from ..inventory import cached_digest, multipart_etag, still_same
-from ..model import Change, KeyRange, LocalFile, Plan, RemoteFile
+from ..model import Action, Change, KeyRange, LocalFile, Plan, RemoteFile
+from ..objects import Facts, ObjectCache
 from ..retry import Timeouts
 from ..selection import matches
-from . import s3_list
+from . import s3_etags, s3_headers, s3_list
 from .base import Backend, Features, Progress, unreachable
 from .s3_compat import FeatureRejected, describe, feature_rejected, unsupported
 from .s3_multipart import MultipartUpload, StoredPart, UploadGone, abort_orphans
@@ -142,6 +146,15 @@ class S3Backend(Backend):
         self._unsupported: set[str] = set()               # best-effort steps the store lacks (501, 405)
         self._aborting = False                            # abort_open_uploads() was called
         self._rejected: FeatureRejected | None = None      # a feature the store refuses: stops the target
+        s3_etags.refuse_sse_c(target.name, target.storage_options)
+
+    @functools.cached_property
+    def objects(self) -> ObjectCache:
+        """What is known about this bucket's objects, by key and ETag (see s3_etags)."""
+        opts = self.target.storage_options
+        endpoint = (opts.get("endpoint_url") or (opts.get("client_kwargs") or {}).get("endpoint_url")
+                    or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "aws")
+        return ObjectCache(self.cache.path, f"{endpoint}|{self.bucket}")
 
     @functools.cached_property
     def client(self) -> Any | None:
@@ -268,16 +281,16 @@ class S3Backend(Backend):
         return True
 
     def resolve(self, remote: dict[str, RemoteFile], local: Mapping[str, LocalFile]) -> dict[str, RemoteFile]:
-        out = dict(remote)
-        for key, r in remote.items():
-            lf = local.get(key)
-            if r.md5 is not None or lf is None or lf.size != r.size or not r.etag or "-" not in r.etag:
-                continue
-            # the ETag computed locally is exact; the md5 stored at upload is the fallback (one HEAD)
-            md5 = lf.md5 if self._multipart_matches(lf, r.etag) else self._meta_md5(key)
-            if md5 is not None:
-                out[key] = RemoteFile(key, r.size, md5, r.etag, r.extra)
+        """MD5 and headers of the objects the plan compares: remembered, computed (multipart ETags) or, once
+        per object version, read with HEAD (see s3_etags)."""
+        resolver = s3_etags.Resolver(self.objects, self._head, self._multipart_matches, self._key)
+        out = resolver.resolve(remote, local)
+        if resolver.heads:
+            log.info("read %d object header(s) not seen before (remembered for the next run)", resolver.heads)
         return out
+
+    def wanted_headers(self, local: Mapping[str, LocalFile]) -> dict[str, dict[str, str]]:
+        return {key: s3_headers.wanted(self.extra_args(key, lf.md5)) for key, lf in local.items() if lf.md5}
 
     def part_size_for(self, size: int) -> int:
         """The configured part size, grown (in MiB steps) where S3's 10,000-part limit needs it."""
@@ -296,12 +309,18 @@ class S3Backend(Backend):
                 return True
         return False
 
-    def _meta_md5(self, key: str) -> str | None:
+    def _head(self, key: str) -> dict[str, Any] | None:
+        """One HEAD (retried); None if the object is gone or may not be read; SSE-C refused."""
         try:
-            head = self.retrying(lambda: self._s3("head_object", Bucket=self.bucket, Key=self._key(key)))
+            return self.retrying(lambda: self._s3("head_object", Bucket=self.bucket, Key=self._key(key)))
         except (FileNotFoundError, PermissionError):
             return None
-        return (head.get("Metadata") or {}).get("md5")
+        except Exception as exc:
+            meta = getattr(exc, "response", {}).get("ResponseMetadata", {}) if isinstance(
+                getattr(exc, "response", None), dict) else {}
+            if meta.get("HTTPStatusCode") == 400:     # what S3 answers a HEAD of an SSE-C object without its key
+                raise s3_etags.sse_c_object(self.target.name, key) from None
+            raise
 
     def plan_changes(self, plan: Plan) -> tuple[Change, ...]:
         """Big uploads a killed or failed run left that apply will resume (one ListParts each)."""
@@ -404,14 +423,15 @@ class S3Backend(Backend):
         return args
 
     def upload(self, local: LocalFile, key: str, progress: Progress) -> RemoteFile:
+        assert local.md5 is not None
         if self._rejected is not None:
             raise self._rejected.repeated()
         try:
             if local.size <= self.part_size:
-                etag = self._put_single(local, key)
+                resp = self._put_single(local, key)
                 expected = local.md5
             else:
-                etag, expected = self._put_multipart(local, key, progress)
+                resp, expected = self._put_multipart(local, key, progress)
         except PermissionError:
             raise AuthError(f"{key}: access denied writing to {self.url}",
                             "check the credentials and that they may PutObject here") from None
@@ -424,19 +444,51 @@ class S3Backend(Backend):
             raise (rejected if first else rejected.repeated()) from None
         if local.size <= self.part_size:
             progress(local.size)
-        if etag != expected:
+        etag = s3_etags.etag_of(resp)
+        # under SSE-KMS the ETag is not an MD5: the server checked every body's Content-MD5 instead
+        if not s3_etags.verified(resp, expected):
             raise VerifyError(f"{key}: server reports ETag {etag}, expected {expected}")
+        self._remember(key, etag, local.md5, self.extra_args(key, local.md5), resp)
         return RemoteFile(key, local.size, local.md5, etag)
 
-    def _put_single(self, local: LocalFile, key: str) -> str:
+    def _remember(self, key: str, etag: str, md5: str, args: Mapping[str, Any], resp: Mapping[str, Any],
+                  carry: Mapping[str, str] | None = None) -> None:
+        """The next plan recognises this object version from the listing alone."""
+        self.objects.put(self._key(key), etag, Facts(md5, s3_headers.wanted(args),
+                                                     {**(carry or {}), **s3_headers.carried(args, resp)}))
+
+    def update_headers(self, action: Action) -> None:
+        """A metadata-replacing copy onto itself (s3_headers.copy_in_place): no bytes sent."""
+        assert action.local is not None and action.local.md5 is not None and action.remote is not None
+        args = self.extra_args(action.key, action.local.md5)
+        known = self.objects.get(self._key(action.key), action.remote.etag)
+        copy = s3_headers.copy_args(args, known.carry if known else {})
+        try:
+            resp = s3_headers.copy_in_place(self._s3, self.bucket, self._key(action.key), action, copy,
+                                            self.part_size_for(action.size))
+        except PermissionError:
+            raise AuthError(f"{action.key}: access denied copying onto itself in {self.url}",
+                            "check that the credentials may GetObject and PutObject here") from None
+        except Exception as exc:
+            if str(getattr(exc, "response", {}).get("Error", {}).get("Code")) not in ("PreconditionFailed", "412"):
+                raise
+            raise SourceChanged(f"{action.key}: changed on the target since the plan; its headers were left alone",
+                                "re-run to plan it afresh") from None
+        etag = s3_etags.etag_of(resp)
+        # a copy in one piece has the data's MD5 as ETag (unless KMS); one in parts cannot be checked locally
+        if action.size <= s3_headers.COPY_LIMIT and not s3_etags.verified(resp, action.local.md5):
+            raise VerifyError(f"{action.key}: server reports ETag {etag} after the copy, expected {action.local.md5}")
+        self._remember(action.key, etag, action.local.md5, args, resp, known.carry if known else None)
+
+    def _put_single(self, local: LocalFile, key: str) -> dict[str, Any]:
+        assert local.md5 is not None
         md5_b64 = base64.b64encode(bytes.fromhex(local.md5)).decode()
         with open(local.path, "rb") as body:
             # Content-MD5 makes the server refuse a body that is not what we hashed (BadDigest).
-            resp = self._s3("put_object", Bucket=self.bucket, Key=self._key(key), Body=body,
-                                   ContentMD5=md5_b64, **self.extra_args(key, local.md5))
-        return str(resp.get("ETag", "")).strip('"')
+            return self._s3("put_object", Bucket=self.bucket, Key=self._key(key), Body=body,
+                            ContentMD5=md5_b64, **self.extra_args(key, local.md5))
 
-    def _put_multipart(self, local: LocalFile, key: str, progress: Progress) -> tuple[str, str]:
+    def _put_multipart(self, local: LocalFile, key: str, progress: Progress) -> tuple[dict[str, Any], str]:
         s3key = self._key(key)
         part_size = self.part_size_for(local.size)
         reported = [0]
@@ -493,7 +545,7 @@ class S3Backend(Backend):
         return None
 
     def _send(self, upload: MultipartUpload, stored: dict[int, StoredPart], local: LocalFile, key: str,
-              progress: Progress) -> tuple[str, str]:
+              progress: Progress) -> tuple[dict[str, Any], str]:
         """Send what the server lacks of this upload, then complete it. On failure the upload stays open
         (and written down) for the next try or run to resume, unless the file changed."""
         nparts = -(-local.size // upload.entry.part_size)
@@ -527,7 +579,7 @@ class S3Backend(Backend):
         if etag == expected and still_same(local):
             # the next plan compares this ETag: remember it, so that plan reads nothing
             self.cache.put(local.path, os.stat(local.path), expected, f"etag:{upload.entry.part_size}")
-        return etag, expected
+        return resp, expected
 
     def delete(self, remote: RemoteFile) -> None:
         self._s3("delete_object", Bucket=self.bucket, Key=self._key(remote.key))
@@ -535,3 +587,5 @@ class S3Backend(Backend):
     def close(self) -> None:
         if "registry" in self.__dict__:
             self.registry.close()
+        if "objects" in self.__dict__:
+            self.objects.close()

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import VerifyError
+from . import s3_etags
 from .s3_registry import Entry, UploadRegistry
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,8 @@ class MultipartUpload:
         except FileNotFoundError:
             raise UploadGone(self.upload_id) from None
         etag = str(resp.get("ETag", "")).strip('"')
-        if etag != digest.hexdigest():
+        # under SSE-KMS a part's ETag is not its MD5: the server checked Content-MD5 instead (s3_etags)
+        if not s3_etags.verified(resp, digest.hexdigest()):
             raise VerifyError(f"{self.key}: part {number} ETag mismatch")
         return etag
 
