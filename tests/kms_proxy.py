@@ -151,6 +151,11 @@ class KmsProxy:
             # moto would not ask for the key again; the proxy plays that part
             headers = {k: v for k, v in headers.items()
                        if not k.lower().startswith("x-amz-server-side-encryption-customer")}
+        if key and "if-match" in lower and self._object(bucket, key) is not None:
+            # AWS compares If-Match with the (non-MD5) ETag it showed: map the one we showed back to moto's
+            name = next(k for k in headers if k.lower() == "if-match")
+            if lower["if-match"].strip('"') == self.etag_of(bucket, key):
+                headers[name] = '"' + self._object(bucket, key).etag.strip('"') + '"'
         if h.command == "POST" and "uploadId" in query:                # Complete: our part ETags back to moto's
             with self._lock:
                 body = re.sub(rb"[0-9a-f]{32}",

@@ -8,7 +8,7 @@ import hashlib
 import json
 
 import pytest
-from conftest import EXAMPLE, s3_md5s
+from conftest import EXAMPLE, only_listing, s3_md5s
 from test_s3 import MiB, big_dataset, s3_manifest, writes
 
 from cartsync.backends import s3_headers
@@ -21,9 +21,6 @@ TYPES = {".pmtiles": "application/vnd.pmtiles", ".yaml": "application/yaml", ".t
 def wanted_type(key: str) -> str:
     return next(t for ext, t in sorted(TYPES.items(), key=lambda e: -len(e[0])) if key.endswith(ext))
 
-
-def only_listing(s3) -> bool:
-    return dict(s3.counts()) == {"ListObjectsV2": 1, "list_total": 1}
 
 
 @pytest.mark.parametrize("have,want,drift", [

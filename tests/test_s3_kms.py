@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import s3_md5s
+from conftest import only_listing, s3_md5s
 from kms_proxy import KmsProxy
 from test_s3 import MiB, big_dataset, writes
 
@@ -40,9 +40,6 @@ def manifest(tmp_path: Path, s3, proxy, prefix: str, src: str, **target) -> Path
 def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
-
-def only_listing(s3) -> bool:
-    return dict(s3.counts()) == {"ListObjectsV2": 1, "list_total": 1}
 
 
 def test_kms_first_sync_verified_noop_is_the_listing_and_a_same_size_edit_is_caught(s3, kms, tmp_path, cli):
