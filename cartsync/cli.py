@@ -7,7 +7,7 @@ import sys
 import traceback
 from typing import Callable, Sequence
 
-from . import __version__, compat, interrupt
+from . import __version__, compat, interrupt, redact
 from .cliflags import global_flags
 from .commands import cmd_apply, cmd_plan, cmd_validate
 from .errors import CartsyncError
@@ -31,7 +31,8 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         # exit 1, not argparse's 2: with --detailed-exitcode, 2 means "changes pending"
         self.print_usage(sys.stderr)
-        self.exit(1, f"{self.prog}: error: {message}\n")
+        # argparse quotes the value it refused: that may be a token pasted into the wrong flag
+        self.exit(1, f"{self.prog}: error: {redact.scrubbed(message)}\n")
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from . import manifest as manifest_mod
+from . import manifest as manifest_mod, redact
 from .cliflags import global_flags
 from .commands import Output, options_from_args, run_apply
 from .errors import CartsyncError
@@ -142,7 +142,7 @@ def zenodo_manifest(args: argparse.Namespace, cwd: Path) -> dict[str, Any]:
     deposition: Any
     if args.zenodo_deposition_id:
         if not args.zenodo_deposition_id.isdigit():
-            raise CartsyncError(f"--zenodo-deposition-id {args.zenodo_deposition_id}: not a deposition id (use the "
+            raise CartsyncError(f"--zenodo-deposition-id {redact.shown(args.zenodo_deposition_id)}: not a deposition id (use the "
                                 "number in the deposition's URL)")
         deposition = int(args.zenodo_deposition_id)
     elif args.create_new_deposition:
@@ -169,6 +169,9 @@ def zenodo_manifest(args: argparse.Namespace, cwd: Path) -> dict[str, Any]:
 
 
 def cmd_upload_zenodo(args: argparse.Namespace) -> int:
+    # before anything is printed (--print-manifest) or sent: a token pasted into a flag is never echoed
+    redact.check_flags({"--zenodo-token": args.zenodo_token}, {"--zenodo-url": args.zenodo_url},
+                       exists=lambda raw: Path(raw).expanduser().exists())
     data = zenodo_manifest(args, Path.cwd())
     if not (args.overwrite or args.restart) and not args.print_manifest:
         print("note: without --overwrite, files already in the deposition are kept even if their content "
@@ -189,4 +192,5 @@ def run_translated(data: dict[str, Any], args: argparse.Namespace, what: str, as
 
 
 def cmd_upload_aws(args: argparse.Namespace) -> int:
+    redact.check_flags({}, {"--s3-dir": args.s3_dir}, exists=lambda raw: True)
     return run_translated(aws_manifest(args, Path.cwd()), args, "upload-aws")

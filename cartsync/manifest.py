@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from . import yamlsafe
+from . import redact, yamlsafe
 from .errors import CartsyncError, ManifestError
 
 if TYPE_CHECKING:
@@ -182,6 +182,8 @@ class _Problems:
 def _describe(value: Any) -> str:
     kind = {bool: "a boolean", int: "a number", float: "a number", str: "a string",
             list: "a list", dict: "a mapping", type(None): "nothing"}.get(type(value), type(value).__name__)
+    if isinstance(value, str) and redact.looks_like_token(value):
+        return f"{kind} of {len(value)} characters that looks like a token"     # never echoed
     shown = json.dumps(value) if isinstance(value, (str, int, float, bool)) else ""
     return f"{kind} {shown}".strip()
 
@@ -225,6 +227,11 @@ def _schema_problem(err: jsonschema.ValidationError, problems: _Problems) -> Non
                 _schema_problem(sub, problems)
         else:
             problems.add(path, f"{_describe(err.instance)} has the wrong form", _hint(path))
+    elif v == "pattern" and path[-1:] == ["token_env"]:
+        # not a variable name, so maybe the token itself: described, never echoed (see _zenodo_secrets)
+        if not redact.token_env_problem(str(err.instance)):
+            problems.add(path, f"the value given ({len(str(err.instance))} characters) is not the name of an "
+                         "environment variable", redact.TOKEN_ENV_HINT)
     elif v == "pattern":
         problems.add(path, f"{_describe(err.instance)} has the wrong form", _hint(path))
     elif v == "minimum":
@@ -246,7 +253,6 @@ _PATTERN_HINTS = {
     "orcid": "an ORCID looks like 0000-0002-1825-0097",
     "deposition": "use `new` or the numeric id of an existing deposition",
     "part_size": 'a number of bytes (at least 5 MiB) or a size like "64MiB"',
-    "token_env": "the NAME of an environment variable holding the token, e.g. ZENODO_TOKEN",
     "url": "start it with https://",
     "publication_date": "use YYYY-MM-DD",
 }
@@ -379,6 +385,22 @@ def marker_for(manifest: Path, target: str) -> str:
     return "cartsync:" + hashlib.sha1(f"{manifest.resolve()}\0{target}".encode()).hexdigest()[:16]
 
 
+def _holds_credential(url: str) -> bool:
+    return bool(re.search(r"(?i)(secret|token|password|key)=", url) or re.match(r"^[a-z0-9]+://[^/@]*(:[^/@]*)?@", url)
+                or redact.url_credential(url))
+
+
+def _zenodo_secrets(z: dict[str, Any], token_file: Path | None, at: list[Any], problems: _Problems) -> None:
+    """The places a Zenodo token gets pasted by mistake: refused, and never echoed."""
+    if isinstance(z.get("token_env"), str) and (why := redact.token_env_problem(z["token_env"])):
+        problems.add(at + ["token_env"], why, redact.TOKEN_ENV_HINT)
+    raw = z.get("token_file")
+    if isinstance(raw, str) and token_file is not None and (why := redact.token_file_problem(raw, token_file.exists())):
+        problems.add(at + ["token_file"], why, redact.TOKEN_FILE_HINT)
+    if isinstance(z.get("url"), str) and _holds_credential(z["url"]):
+        problems.add(at + ["url"], "looks like it holds a credential", redact.ZENODO_URL_HINT)
+
+
 def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems, file: Path,
                   collection: bool = False) -> TargetConfig | None:
     has_url, z = "url" in t, t.get("zenodo")
@@ -399,6 +421,7 @@ def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems, fi
                 problems.add(["targets", i, "zenodo", "token_file"], str(exc))
         if "token_file" in z and "token_env" in z:
             problems.add(["targets", i, "zenodo"], "give token_file or token_env, not both")
+        _zenodo_secrets(z, token_file, ["targets", i, "zenodo"], problems)
         meta = z.get("metadata") if isinstance(z.get("metadata"), dict) else {}
         if str(z.get("deposition", "new")) == "new":
             # a collection's depositions take title and description from each dataset's catalog
@@ -424,10 +447,14 @@ def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems, fi
         elif url.startswith("file://"):
             url = "file://" + str(expand_path(url[len("file://"):], base))
         bucket = url.split("://", 1)[1].split("/", 1)[0] if url.startswith(("s3://", "s3a://")) else None
-        if re.search(r"(?i)(secret|token|password|key)=", url) or re.match(r"^[a-z0-9]+://[^/@]*(:[^/@]*)?@", url):
+        endpoint = (t.get("storage_options") or {}).get("endpoint_url") if isinstance(
+            t.get("storage_options"), dict) else None
+        if _holds_credential(url):
             # never echo the URL: it may hold the secret
-            problems.add(["targets", i, "url"], "looks like it holds a credential",
-                         "put credentials in the environment, a profile or storage_options, never in the URL")
+            problems.add(["targets", i, "url"], "looks like it holds a credential", redact.URL_HINT)
+        elif isinstance(endpoint, str) and _holds_credential(endpoint):
+            problems.add(["targets", i, "storage_options", "endpoint_url"], "looks like it holds a credential",
+                         redact.URL_HINT)
         elif bucket is not None and not _BUCKET_RE.fullmatch(bucket):
             problems.add(["targets", i, "url"], f"{json.dumps(bucket)} is not a valid S3 bucket name",
                          "use 3-63 lowercase letters, digits, '.' and '-'")
