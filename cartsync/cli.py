@@ -76,11 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _PrintableFormatter(logging.Formatter):
+    """Log messages name files and quote servers: their control characters are escaped (tracebacks,
+    added after the message, keep their line breaks)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return redact.printable(super().formatMessage(record))
+
+
 def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet or not verbose else (logging.INFO if verbose == 1 else logging.DEBUG)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s" if verbose < 2 else
-                                           "%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    handler.setFormatter(_PrintableFormatter("%(levelname)s: %(message)s" if verbose < 2 else
+                                             "%(asctime)s %(name)s %(levelname)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
@@ -101,9 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CartsyncError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"error: {exc.message}", file=sys.stderr)
+        # messages carry file names and server answers: no control sequence reaches the terminal
+        print(f"error: {redact.printable(exc.message, keep_newlines=True)}", file=sys.stderr)
         if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
+            print(f"hint: {redact.printable(exc.hint, keep_newlines=True)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to finish (it resumes where it stopped)", file=sys.stderr)
@@ -111,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 — the one catch site for the unexpected
         if args.debug:
             traceback.print_exc()
-        print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"error: unexpected {type(exc).__name__}: {redact.printable(str(exc))}", file=sys.stderr)
         print("hint: re-run with --debug for a traceback, and report it", file=sys.stderr)
         return 1
 

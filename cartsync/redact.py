@@ -21,8 +21,9 @@ from urllib.parse import parse_qsl, urlsplit
 # and without spaces might be a token (Zenodo's are 60 random letters and digits).
 _NAME_RE = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*")
 _SECRET_PARAM_RE = re.compile(r"(?i)(secret|token|password|passwd|key|signature|credential|auth)")
-# C0, DEL, C1; bidi embeddings/overrides/isolates and marks; zero-width and line/paragraph separators
-_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+# C0, DEL, C1; bidi embeddings/overrides/isolates and marks; zero-width and line/paragraph separators;
+# lone surrogates (an undecodable byte in a file name, which print() could not even encode)
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ud800-\udfff]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
