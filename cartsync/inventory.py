@@ -237,6 +237,17 @@ def _local_file(sf: SourceFile, st: os.stat_result, md5: str | None) -> LocalFil
     return LocalFile(sf.key, sf.path, st.st_size, md5, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
+def unchanged_or_raise(local: LocalFile, when: str) -> None:
+    """Raise SourceChanged unless the file is still the one surveyed; `when` is e.g. "since it was
+    hashed". A file that is gone says so: "changed" would send the user looking for an edit."""
+    if still_same(local):
+        return
+    if not os.path.lexists(local.path):
+        raise SourceChanged(f"{local.key}: deleted {when}", "re-run: the new plan leaves it out (or restore the file)")
+    raise SourceChanged(f"{local.key}: changed {when}", "re-run when the file is complete" if when.startswith(
+        "while") else "re-run to pick up the new content")
+
+
 def still_same(local: LocalFile) -> bool:
     """True if the file on disk still has the size and times it was hashed with."""
     try:

@@ -67,6 +67,7 @@ def report_text(report: Report) -> str:
              f"{done[Kind.DELETE]} deleted; {human_size(report.bytes_sent)} sent in {report.seconds:.1f} s"
              f" ({human_size(rate)}/s), {report.retries} retries."]
     lines += [_change_line(c) for c in report.changes]
+    lines += [f"  warning: {printable(w)}" for w in report.warnings]
     for o in report.failed:
         lines.append(f"  FAILED {printable(o.action.key)}: {printable(o.error)}")
     if report.skipped:
@@ -83,6 +84,7 @@ def report_json(report: Report) -> dict[str, Any]:
                       "retries": o.retries, "bytes_sent": o.bytes_sent} for o in report.outcomes],
         "skipped": [{"action": a.kind.value, "key": a.key} for a in report.skipped],
         "changes": [{"sign": c.sign, "subject": c.subject, "detail": c.detail} for c in report.changes],
+        "warnings": list(report.warnings),
     }
 
 

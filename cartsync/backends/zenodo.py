@@ -75,6 +75,7 @@ class StateFile:
 
 class ZenodoBackend(Backend):
     features = Features(flat=True, max_files=100, max_bytes=50 * 10**9, atomic_replace=False)
+    finish_is_cleanup = False      # finish() publishes
 
     def __init__(self, target, cache) -> None:
         super().__init__(target, cache)
