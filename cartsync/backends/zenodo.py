@@ -31,8 +31,9 @@ def remote_files(dep: Mapping[str, Any]) -> dict[str, RemoteFile]:
     out = {}
     for f in dep.get("files") or []:
         name = f.get("filename") or f.get("key")
-        out[name] = RemoteFile(name, int(float(f.get("filesize", f.get("size", 0)))), _md5(str(f.get("checksum", ""))),
-                               None, (("id", str(f.get("id", ""))),))
+        checksum = f.get("checksum")        # absent from a non-conforming server: "no checksum", not "differs"
+        out[name] = RemoteFile(name, int(float(f.get("filesize", f.get("size", 0)))),
+                               _md5(str(checksum)) if checksum else None, None, (("id", str(f.get("id", ""))),))
     return out
 
 
@@ -211,6 +212,11 @@ class ZenodoBackend(Backend):
         self.retried.add(key)
         resp = self.api.put_file(self.draft["links"]["bucket"], key, local.path, local.size, progress)
         self.retried.discard(key)
+        if not (resp or {}).get("checksum"):
+            # not a checksum mismatch (retried): the server did not say what it stored, and asking again won't help
+            raise RemoteError(f"{key}: Zenodo answered the upload without a checksum, so it cannot be verified",
+                              f"check that {self.cfg.url} is Zenodo (or a proxy passing its answers on "
+                              "unchanged); re-run to try again")
         md5, size = _md5(str(resp.get("checksum", ""))), int(resp.get("size", -1))
         if (md5, size) != (local.md5, local.size):
             raise VerifyError(f"{key}: Zenodo stored md5 {md5}, {size} bytes; expected {local.md5}, {local.size}")

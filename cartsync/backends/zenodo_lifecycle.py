@@ -73,7 +73,9 @@ def _new_version(backend: ZenodoBackend, published: dict[str, Any]) -> dict[str,
                     return found
             raise
         # the docs claim the original is returned; the server returns the new draft. Be right either way.
-        return dep if not dep.get("submitted") and dep["id"] != published["id"] else open_draft()
+        # An answer without the draft's id (a proxy, a server change) is not trusted: find the draft instead.
+        ok = isinstance(dep, dict) and dep.get("id") is not None and not dep.get("submitted")
+        return dep if ok and str(dep["id"]) != str(published["id"]) else open_draft()
 
     draft = _recovering(backend, do, open_draft)
     if draft is None:
