@@ -267,14 +267,29 @@ def load(path: str | os.PathLike[str]) -> Manifest:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ManifestError([f"{file}: no such file"], "check the manifest path") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(file, exc.object, exc.start) from None
+    except OSError as exc:
         raise ManifestError([f"{file}: cannot read: {exc}"]) from None
+    if "\x00" in text:          # UTF-16 without a byte-order mark decodes as UTF-8 full of NULs
+        raise _not_utf8(file, text.encode(), text.index("\x00"))
     try:
         parsed = yamlsafe.parse(text)
     except yamlsafe.YamlProblem as exc:
         where = f"{file}:{exc.line}" if exc.line else str(file)
         raise ManifestError([f"{where}: not valid YAML: {exc.problem}"], exc.hint) from None
     return from_data(parsed.data, file, parsed.root, text)
+
+
+def _not_utf8(file: Path, data: bytes, at: int) -> ManifestError:
+    """A manifest in another encoding, said as such (not as a codec error or a YAML syntax error)."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data[:at + 2]:
+        return ManifestError([f"{file}: is UTF-16 text; cartsync reads manifests as UTF-8"],
+                             f"save it as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8 {file} > utf8.yaml, then use "
+                             "utf8.yaml), or choose UTF-8 in your editor's save dialog")
+    line = data[:at].count(b"\n") + 1
+    return ManifestError([f"{file}:{line}: is not UTF-8 (byte 0x{data[at]:02x}); cartsync reads manifests as UTF-8"],
+                         f"save it as UTF-8 (e.g. iconv -f latin1 -t UTF-8 {file} > utf8.yaml, then use utf8.yaml)")
 
 
 def _duplicate_keys(node: yaml.Node | None, path: list[Any]) -> list[tuple[int, list[Any], str]]:

@@ -98,3 +98,43 @@ def test_a_failed_clean_up_after_every_upload_succeeded_is_a_warning(s3, tmp_pat
     assert failed and first == expected
     assert code2 == 0 and out2.splitlines()[1:] == [f"  warning: {warning}"]
     assert s3_md5s(s3, "ds") == {**expected, "a.pmtiles": hashlib.md5(b"A" * 1000).hexdigest()}
+
+
+def run_with_stdout_closed(tmp_path: Path, *args: str) -> tuple[int, str]:
+    """`cartsync … | head` whose head has already exited: the reading end is closed before a byte is written."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "cartsync", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    return proc.wait(timeout=120), err
+
+
+def test_output_piped_into_a_reader_that_went_away_exits_quietly(tmp_path):
+    """Today: a BrokenPipeError traceback ("Exception ignored … BrokenPipeError") and exit 120."""
+    catalog_dataset(tmp_path / "src", {f"f{i}.pmtiles": b"x" * i for i in range(1, 40)}, "pipe")
+    local_manifest(tmp_path)
+    assert run_with_stdout_closed(tmp_path, "plan", "m.yaml") == (0, "")
+    assert run_with_stdout_closed(tmp_path, "plan", "m.yaml", "--json") == (0, "")
+    # apply goes on to the end although nobody reads its summary: both targets are complete
+    assert run_with_stdout_closed(tmp_path, "apply", "m.yaml", "-q") == (0, "")
+    assert tree(tmp_path / "out") == tree(tmp_path / "src") == tree(tmp_path / "out2")
+
+
+def test_a_manifest_in_another_encoding_says_so(tmp_path, monkeypatch, cli):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.txt").write_bytes(b"a")
+    text = "version: 1\nsource: {dir: src, method: all}\n# Müller lab\ntargets:\n  - {name: out, url: out}\n"
+    utf16 = ("error: invalid manifest:\n  {0}: is UTF-16 text; cartsync reads manifests as UTF-8\nhint: save it as "
+             "UTF-8 (e.g. iconv -f UTF-16 -t UTF-8 {0} > utf8.yaml, then use utf8.yaml), or choose UTF-8 in your "
+             "editor's save dialog\n")
+    for name, encoding in (("bom16.yaml", "utf-16"), ("le16.yaml", "utf-16-le"), ("be16.yaml", "utf-16-be")):
+        (tmp_path / name).write_text(text, encoding=encoding)
+        assert cli("validate", name) == (1, "", utf16.format(name))
+    (tmp_path / "latin.yaml").write_text(text, encoding="latin-1")
+    assert cli("validate", "latin.yaml") == (1, "", "error: invalid manifest:\n  latin.yaml:3: is not UTF-8 (byte "
+                                             "0xfc); cartsync reads manifests as UTF-8\nhint: save it as UTF-8 (e.g. "
+                                             "iconv -f latin1 -t UTF-8 latin.yaml > utf8.yaml, then use utf8.yaml)\n")
+    (tmp_path / "bom8.yaml").write_bytes(b"\xef\xbb\xbf" + text.encode())          # UTF-8 with a BOM is fine
+    assert cli("validate", "bom8.yaml")[0] == 0
