@@ -197,30 +197,29 @@ def target_lock(manifest: Manifest, target: TargetConfig, dataset: str = "") -> 
     A run over a whole collection locks the target and every dataset; a shard locks only its datasets, so
     shards run side by side but never beside a whole run."""
     ident = hashlib.sha1(f"{manifest.path.resolve()}\0{target.name}\0{dataset}".encode()).hexdigest()[:16]
-    folder = inv.cache_dir() / "locks"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise inv.CacheError(inv.cache_dir(), exc) from None
-    path = folder / f"{ident}.lock"
-    with open(path, "a+") as fh:
+    with inv.lock_file(ident) as fh:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.seek(0)
-            holder = fh.read().strip() or "another process"
+            holder = fh.read().decode(errors="replace").strip() or "another process"
             what = f"dataset {dataset} of target {target.name}" if dataset else f"target {target.name}"
             raise LockedError(f"{what} of {manifest.path} is being applied by {holder}",
                               "wait for that run to finish, then re-run") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}")
-        fh.flush()
+        try:        # who holds it, for the message above; on a full disk the lock holds without it
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()}".encode())
+        except OSError:
+            pass
         try:
             yield
         finally:
-            fh.seek(0)
-            fh.truncate()
+            try:
+                fh.seek(0)
+                fh.truncate()
+            except OSError:
+                pass
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 

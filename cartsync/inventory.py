@@ -13,11 +13,12 @@ import hashlib
 import logging
 import os
 import sqlite3
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Collection, Iterable, Iterator
+from typing import IO, Callable, Collection, Iterable, Iterator
 
 from .errors import CartsyncError, SourceChanged, SourceError
 from .model import LocalFile, SourceFile
@@ -37,8 +38,32 @@ def cache_dir() -> Path:
 
 class CacheError(CartsyncError):
     def __init__(self, folder: Path, exc: OSError) -> None:
-        super().__init__(f"cache folder {folder} cannot be created ([Errno {exc.errno}] {exc.strerror})",
+        super().__init__(f"cache folder {folder} cannot be written ([Errno {exc.errno}] {exc.strerror})",
                          "set CARTSYNC_CACHE_DIR to a writable folder")
+
+
+_NO_CACHE = "set CARTSYNC_CACHE_DIR to a writable folder to keep hashes between runs"
+
+
+def lock_file(name: str) -> IO[bytes]:
+    """An open lock file (binary, unbuffered) for `name`: in the cache folder, or — when that is read-only or full — in the
+    system's temp folder (a lock needs no space once the file exists; the cache is an optimisation and
+    must not stop a run). Raises CacheError if neither can hold it."""
+    fallback = Path(tempfile.gettempdir()) / f"cartsync-{os.getuid()}-locks"
+    first: OSError | None = None
+    for folder in (cache_dir() / "locks", fallback):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fh = open(folder / f"{name}.lock", "a+b", buffering=0)    # unbuffered: close() flushes nothing
+        except OSError as exc:
+            first = first or exc
+            continue
+        if first is not None:
+            log.warning("cache folder %s cannot be written (%s); locking in %s instead", cache_dir(),
+                        first.strerror, folder)
+        return fh
+    assert first is not None
+    raise CacheError(cache_dir(), first)
 
 
 def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -59,7 +84,11 @@ class HashCache:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise CacheError(self.path.parent, exc) from None
+            # read-only or full: the cache saves time, never correctness, so the run goes on without it
+            log.warning("hash cache folder %s cannot be created (%s); hashing without it (%s)", self.path.parent,
+                        exc.strerror, _NO_CACHE)
+            self._db = None
+            return
         try:
             self._db: sqlite3.Connection | None = sqlite3.connect(
                 str(self.path), timeout=30, check_same_thread=False, isolation_level=None)
@@ -70,7 +99,9 @@ class HashCache:
                 " ctime_ns INTEGER, inode INTEGER, digest TEXT, PRIMARY KEY (path, kind))")
         except sqlite3.DatabaseError as exc:
             # A damaged or unwritable cache costs time, never correctness: hash without it.
-            log.warning("hash cache %s unusable (%s); hashing without it", self.path, exc)
+            log.warning("hash cache %s unusable (%s); hashing without it (%s)", self.path, exc, _NO_CACHE)
+            if getattr(self, "_db", None) is not None:
+                self._db.close()    # now, not when the traceback's cycle is collected: it holds the file open
             self._db = None
 
     def get(self, path: Path, st: os.stat_result, kind: str = "md5") -> str | None:

@@ -2,11 +2,15 @@
 one clear message"): each test here failed on the main branch it was written against, with the exact text."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from conftest import REPO, catalog_dataset, s3_md5s, tree, write_manifest
@@ -138,3 +142,91 @@ def test_a_manifest_in_another_encoding_says_so(tmp_path, monkeypatch, cli):
                                              "iconv -f latin1 -t UTF-8 latin.yaml > utf8.yaml, then use utf8.yaml)\n")
     (tmp_path / "bom8.yaml").write_bytes(b"\xef\xbb\xbf" + text.encode())          # UTF-8 with a BOM is fine
     assert cli("validate", "bom8.yaml")[0] == 0
+
+
+# ---- read-only and full file systems: real ones (a read-only bind mount, a tiny tmpfs) when root, where
+# permissions do not stop writes; plain permissions otherwise.
+@contextlib.contextmanager
+def read_only(folder: Path):
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield folder
+        finally:
+            folder.chmod(0o755)
+        return
+    subprocess.run(["mount", "--bind", str(folder), str(folder)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], check=True)
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@contextlib.contextmanager
+def full_disk(folder: Path):
+    """A 256 KiB file system filled to the last block (needs root to mount)."""
+    folder.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], check=True)
+    try:
+        with open(folder / "filler", "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+NO_CACHE = "set CARTSYNC_CACHE_DIR to a writable folder to keep hashes between runs"
+
+
+def test_a_read_only_cache_does_not_block_apply(tmp_path, monkeypatch, cli):
+    """Today: "cache folder … cannot be created", and nothing is applied."""
+    monkeypatch.chdir(tmp_path)
+    catalog_dataset(tmp_path / "src", {"a.pmtiles": b"a" * 100}, "ro")
+    local_manifest(tmp_path)
+    with read_only(tmp_path / "cache") as cache:
+        monkeypatch.setenv("CARTSYNC_CACHE_DIR", str(cache / "cartsync"))
+        code, out, err = cli("-q", "apply", "m.yaml", "--target", "web")
+        assert (code, out.split(";")[0]) == (0, "web: 2 created, 0 replaced, 0 deleted"), err
+        assert err == (f"WARNING: hash cache folder {cache}/cartsync cannot be created (Read-only file system); "
+                       f"hashing without it ({NO_CACHE})\n"
+                       f"WARNING: cache folder {cache}/cartsync cannot be written (Read-only file system); locking "
+                       f"in {tempfile.gettempdir()}/cartsync-{os.getuid()}-locks instead\n")
+        assert cli("-q", "apply", "m.yaml", "--target", "web")[1] == "web: no changes; 2 file(s) up to date; 0 B sent.\n"
+    assert tree(tmp_path / "out") == tree(tmp_path / "src")
+
+
+def test_a_cache_on_a_full_disk_does_not_block_apply(tmp_path, monkeypatch, cli):
+    """Today: "unexpected OSError: [Errno 28] No space left on device … report it" (the lock file)."""
+    monkeypatch.chdir(tmp_path)
+    catalog_dataset(tmp_path / "src", {"a.pmtiles": b"a" * 100}, "full")
+    local_manifest(tmp_path)
+    with full_disk(tmp_path / "cache") as cache:
+        monkeypatch.setenv("CARTSYNC_CACHE_DIR", str(cache))
+        code, out, err = cli("-q", "apply", "m.yaml", "--target", "web")
+        assert (code, out.split(";")[0]) == (0, "web: 2 created, 0 replaced, 0 deleted"), err
+        assert err == (f"WARNING: hash cache {cache}/hashes.sqlite3 unusable (database or disk is full); hashing "
+                       f"without it ({NO_CACHE})\n")
+    assert tree(tmp_path / "out") == tree(tmp_path / "src")
+
+
+def test_a_read_only_manifest_folder_is_said_before_a_deposition_is_created(tmp_path, monkeypatch, cli, zenodo):
+    """Today: "unexpected PermissionError … report it" after the deposition was created (and its id lost)."""
+    from conftest import EXAMPLE, zenodo_manifest
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copytree(EXAMPLE, project / "cartload2")
+    m = zenodo_manifest(project, zenodo.url)
+    monkeypatch.chdir(tmp_path)
+    with read_only(project):
+        code, out, err = cli("apply", m)
+    assert (code, out) == (1, "")
+    assert err.endswith(f"error: state file {project}/manifest.cartsync-state.json cannot be written (Read-only file "
+                        f"system)\nhint: make {project} writable, or copy the manifest to a writable folder and run it "
+                        "from there (adjust source.dir, which is relative to the manifest)\n"), err
+    assert zenodo.deposition_count() == 0 and zenodo.count("PUT") == 0

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import PlanError, RemoteError, VerifyError
+from ..errors import CartsyncError, PlanError, RemoteError, VerifyError
 from ..model import Change, KeyRange, Kind, LocalFile, Plan, RemoteFile, Report
 from .base import Backend, Features, Progress
 from .zenodo_client import ZenodoClient
@@ -70,8 +70,27 @@ class StateFile:
         data.setdefault("cartsync_state", 1)
         data.setdefault("targets", {}).setdefault(self.target, {}).update(record)
         tmp = self.path.with_name(self.path.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, self.path)
+        try:
+            tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise self._unwritable(exc, record.get("deposition_id")) from None
+
+    def check_writable(self) -> None:
+        """Before creating anything remotely: the record of what is created must be keepable."""
+        probe = self.path.with_name(self.path.name + f".probe{os.getpid()}")
+        try:
+            probe.touch()
+            probe.unlink()
+        except OSError as exc:
+            raise self._unwritable(exc, None) from None
+
+    def _unwritable(self, exc: OSError, dep: Any) -> CartsyncError:
+        made = f"; it records deposition {dep}, which a re-run finds again by its marker" if dep else ""
+        return CartsyncError(f"state file {self.path} cannot be written ({exc.strerror}){made}",
+                             f"make {self.path.parent} writable, or copy the manifest to a writable folder and "
+                             "run it from there (adjust source.dir, which is relative to the manifest)")
 
 
 class ZenodoBackend(Backend):

@@ -92,6 +92,8 @@ def prepare(backend: ZenodoBackend, plan: Plan) -> list[Change]:
     files_change = bool(plan.uploads or plan.of(Kind.DELETE))
     dep = backend.dep
     draft: dict[str, Any] | None
+    if dep is None or backend.cfg.publish or (dep.get("submitted") and files_change):
+        backend.state.check_writable()      # say so before creating, versioning or publishing, not after
     if dep is None:
         draft = _create(backend)
         changes.append(Change("+", "deposition", f"created draft {draft['id']}"))
