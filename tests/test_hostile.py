@@ -187,8 +187,10 @@ def test_missing_manifest(here, cli):
 
 def test_manifest_not_utf8(here, cli, dataset):
     (here / "m.yaml").write_bytes(b"version: 1\n# caf\xe9\nsource: {dir: cartload2}\n")
-    assert cli("apply", "m.yaml") == (1, "", "error: invalid manifest:\n  m.yaml: cannot read: 'utf-8' codec can't "
-                                             "decode byte 0xe9 in position 16: invalid continuation byte\n")
+    # the line and the fix, not the codec's "position 16" (issue 10)
+    assert cli("apply", "m.yaml") == (1, "", "error: invalid manifest:\n  m.yaml:2: is not UTF-8 (byte 0xe9); cartsync "
+                                             "reads manifests as UTF-8\nhint: save it as UTF-8 (e.g. iconv -f latin1 "
+                                             "-t UTF-8 m.yaml > utf8.yaml, then use utf8.yaml)\n")
     assert not (here / "out").exists()
 
 
