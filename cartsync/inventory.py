@@ -81,28 +81,29 @@ class HashCache:
         self.hits = self.misses = 0
         self.bytes_hashed = 0
         self._loaded: dict[str, dict[str, tuple]] = {}     # kind → path → (stat key, digest), read once
+        self._db: sqlite3.Connection | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             # read-only or full: the cache saves time, never correctness, so the run goes on without it
             log.warning("hash cache folder %s cannot be created (%s); hashing without it (%s)", self.path.parent,
                         exc.strerror, _NO_CACHE)
-            self._db = None
             return
+        db: sqlite3.Connection | None = None
         try:
-            self._db: sqlite3.Connection | None = sqlite3.connect(
-                str(self.path), timeout=30, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(
+            db = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(
                 "CREATE TABLE IF NOT EXISTS hashes (path TEXT, kind TEXT, size INTEGER, mtime_ns INTEGER,"
                 " ctime_ns INTEGER, inode INTEGER, digest TEXT, PRIMARY KEY (path, kind))")
         except sqlite3.DatabaseError as exc:
             # A damaged or unwritable cache costs time, never correctness: hash without it.
             log.warning("hash cache %s unusable (%s); hashing without it (%s)", self.path, exc, _NO_CACHE)
-            if getattr(self, "_db", None) is not None:
-                self._db.close()    # now, not when the traceback's cycle is collected: it holds the file open
-            self._db = None
+            if db is not None:
+                db.close()      # now, not when the traceback's cycle is collected: it holds the file open
+            return
+        self._db = db
 
     def get(self, path: Path, st: os.stat_result, kind: str = "md5") -> str | None:
         if self._db is None:
