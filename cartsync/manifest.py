@@ -137,6 +137,8 @@ def expand_path(text: str, base: Path) -> Path:
 def _fmt_path(path: list[Any]) -> str:
     out = ""
     for part in path:
+        if isinstance(part, str) and redact.looks_like_token(part):     # a token pasted as a key
+            part = f"<a key of {len(part)} characters that looks like a token>"
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "(top level)"
 

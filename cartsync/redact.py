@@ -28,8 +28,11 @@ _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def looks_like_token(text: str) -> bool:
-    """True if `text` could be a secret: 16+ characters without spaces that do not read as a NAME."""
+    """True if `text` could be a secret: 16+ characters without spaces, letters and digits mixed (as in
+    every generated token), that do not read as a NAME_LIKE_THIS."""
     if len(text) < 16 or any(c.isspace() for c in text):
+        return False
+    if not (any(c.isdigit() for c in text) and any(c.isalpha() for c in text)):
         return False
     return not (_NAME_RE.fullmatch(text) and max(len(w) for w in text.split("_")) <= 16)
 
@@ -87,7 +90,7 @@ def token_env_problem(name: str) -> str | None:
 
 def token_file_problem(raw: str, exists: bool) -> str | None:
     """token_file holds what looks like the token itself (no such file, no folder in it)."""
-    if not exists and "/" not in raw and not raw.startswith("~") and looks_like_token(raw):
+    if not exists and "." not in raw.rsplit("/", 1)[-1] and looks_like_token(raw.rsplit("/", 1)[-1]):
         return f"no such file, and {described(raw)}, not a path"
     return None
 

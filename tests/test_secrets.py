@@ -354,3 +354,24 @@ def test_a_token_file_with_a_byte_order_mark_works(zenodo, dataset, tmp_path, mo
         assert (code, err) == (0, "") and leaks_in(out) == []
         assert out.splitlines()[0] == f"Target doi → {zenodo.url}/deposition/(new)"
     assert zenodo.count("GET", "/api/deposit/depositions", status=200) == 2
+
+
+def test_a_token_pasted_as_a_key_or_inside_a_token_file_path_is_not_echoed(tmp_path, monkeypatch, cli, dataset, zenodo):
+    monkeypatch.chdir(tmp_path)
+    manifest(tmp_path / "m.yaml", [{"name": "doi", "zenodo": {"url": zenodo.url, "metadata": META, PASTED: "x"}}])
+    code, out, err = cli("validate", "m.yaml")
+    assert (code, out) == (1, "") and leaks_in(err) == []
+    assert err == ("error: invalid manifest:\n  m.yaml:14: targets[0].zenodo.<a key of 60 characters that looks like "
+                   "a token>: unknown key (allowed keys: deposition, metadata, publish, token_env, token_file, url)\n")
+    manifest(tmp_path / "m.yaml", [{"name": "doi", "zenodo": {"url": zenodo.url, "metadata": META,
+                                                              "token_file": f"~/.config/{PASTED}"}}])
+    code, out, err = cli("validate", "m.yaml")
+    assert (code, out) == (1, "") and leaks_in(err) == []
+    assert err.endswith("targets[0].zenodo.token_file: " + NOT_A_PATH.replace("(60 characters)", "(70 characters)")
+                        + "\n"), err
+    # a real file name that is missing is named as usual (letters only, or with a dot: not a token)
+    manifest(tmp_path / "m.yaml", [{"name": "doi", "zenodo": {"url": zenodo.url, "metadata": META,
+                                                              "token_file": "zenodo_sandbox.token"}}])
+    assert cli("plan", "m.yaml") == (1, "", f"error: Zenodo token file {tmp_path}/zenodo_sandbox.token does not "
+                                            "exist\nhint: create it with the token from Zenodo's Applications "
+                                            "settings, then chmod 600 it\n")
