@@ -230,3 +230,18 @@ def test_a_read_only_manifest_folder_is_said_before_a_deposition_is_created(tmp_
                         f"system)\nhint: make {project} writable, or copy the manifest to a writable folder and run it "
                         "from there (adjust source.dir, which is relative to the manifest)\n"), err
     assert zenodo.deposition_count() == 0 and zenodo.count("PUT") == 0
+
+
+def test_zenodo_with_the_cache_on_a_full_disk(tmp_path, monkeypatch, cli, zenodo):
+    """The per-machine Zenodo rate budget lives in the cache folder too: a full disk must not stop the run."""
+    from conftest import EXAMPLE, zenodo_manifest
+    shutil.copytree(EXAMPLE, tmp_path / "cartload2")
+    m = zenodo_manifest(tmp_path, zenodo.url)
+    with full_disk(tmp_path / "cache") as cache:
+        monkeypatch.setenv("CARTSYNC_CACHE_DIR", str(cache))
+        code, out, err = cli("-q", "apply", m)
+    assert code == 0, err
+    assert err.endswith("WARNING: the Zenodo rate budget cannot be shared (No space left on device); counting in "
+                        "this process only\n"), err
+    (dep,) = zenodo.depositions
+    assert len(zenodo.files_of(dep)) == 16
