@@ -12,7 +12,8 @@ from typing import Any
 
 import yaml
 
-from . import manifest as manifest_mod, redact
+from . import manifest as manifest_mod
+from . import redact
 from .cliflags import global_flags
 from .commands import Output, options_from_args, run_apply
 from .errors import CartsyncError
@@ -142,7 +143,8 @@ def zenodo_manifest(args: argparse.Namespace, cwd: Path) -> dict[str, Any]:
     deposition: Any
     if args.zenodo_deposition_id:
         if not args.zenodo_deposition_id.isdigit():
-            raise CartsyncError(f"--zenodo-deposition-id {redact.shown(args.zenodo_deposition_id)}: not a deposition id (use the "
+            shown = redact.shown(args.zenodo_deposition_id)
+            raise CartsyncError(f"--zenodo-deposition-id {shown}: not a deposition id (use the "
                                 "number in the deposition's URL)")
         deposition = int(args.zenodo_deposition_id)
     elif args.create_new_deposition:

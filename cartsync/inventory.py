@@ -46,15 +46,16 @@ _NO_CACHE = "set CARTSYNC_CACHE_DIR to a writable folder to keep hashes between 
 
 
 def lock_file(name: str) -> IO[bytes]:
-    """An open lock file (binary, unbuffered) for `name`: in the cache folder, or — when that is read-only or full — in the
-    system's temp folder (a lock needs no space once the file exists; the cache is an optimisation and
-    must not stop a run). Raises CacheError if neither can hold it."""
+    """An open lock file (binary, unbuffered) for `name`: in the cache folder, or — when that is
+    read-only or full — in the system's temp folder (a lock needs no space once the file exists; the
+    cache is an optimisation and must not stop a run). Raises CacheError if neither can hold it."""
     fallback = Path(tempfile.gettempdir()) / f"cartsync-{os.getuid()}-locks"
     first: OSError | None = None
     for folder in (cache_dir() / "locks", fallback):
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            fh = open(folder / f"{name}.lock", "a+b", buffering=0)    # unbuffered: close() flushes nothing
+            # unbuffered: close() flushes nothing. Returned open: the caller's `with` closes it.
+            fh = open(folder / f"{name}.lock", "a+b", buffering=0)  # noqa: SIM115
         except OSError as exc:
             first = first or exc
             continue

@@ -14,7 +14,7 @@ manifest loader and the cartloader flag translation use the same ones.
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import parse_qsl, urlsplit
 
 # Environment-variable-like names: CAPITALS_WITH_UNDERSCORES, each word short. Anything else long
@@ -107,8 +107,9 @@ def check_flags(token_files: dict[str, str | None], urls: dict[str, str | None],
                                 "command line was shared")
     for flag, url in urls.items():
         if url is not None and (why := url_credential(url)):
-            raise CartsyncError(f"{flag}: the URL {why}", "give only the server, e.g. https://zenodo.org; the token "
-                                "goes in a file (--zenodo-token FILE) or $ZENODO_TOKEN" if "zenodo" in flag else URL_HINT)
+            hint = ("give only the server, e.g. https://zenodo.org; the token goes in a file (--zenodo-token FILE) "
+                    "or $ZENODO_TOKEN") if "zenodo" in flag else URL_HINT
+            raise CartsyncError(f"{flag}: the URL {why}", hint)
 
 
 _QUOTED_RE = re.compile(r"'([^']*)'|\"([^\"]*)\"|(\S+)")

@@ -72,7 +72,8 @@ def report_text(report: Report) -> str:
         lines.append(f"  FAILED {printable(o.action.key)}: {printable(o.error)}")
     if report.skipped:
         lines.append(f"  not done because of the failure(s) above: {len(report.skipped)} action(s) "
-                     f"({', '.join(printable(a.key) for a in report.skipped[:5])}{', …' if len(report.skipped) > 5 else ''})")
+                     f"({', '.join(printable(a.key) for a in report.skipped[:5])}"
+                     f"{', …' if len(report.skipped) > 5 else ''})")
     return "\n".join(lines)
 
 

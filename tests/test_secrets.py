@@ -253,7 +253,8 @@ PASTE_CASES = [
     ("token_file", {"token_file": PASTED}, f"targets[0].zenodo.token_file: {NOT_A_PATH}"),
     ("url_userinfo", {"url": f"https://user:{PASTED}@zenodo.org"}, f"targets[0].zenodo.url: {IN_ZENODO_URL}"),
     ("url_token_only", {"url": f"https://{PASTED}@zenodo.org"}, f"targets[0].zenodo.url: {IN_ZENODO_URL}"),
-    ("url_access_token", {"url": f"https://zenodo.org/?access_token={PASTED}"}, f"targets[0].zenodo.url: {IN_ZENODO_URL}"),
+    ("url_access_token", {"url": f"https://zenodo.org/?access_token={PASTED}"},
+     f"targets[0].zenodo.url: {IN_ZENODO_URL}"),
     ("deposition", {"deposition": PASTED},
      "targets[0].zenodo.deposition: a string of 60 characters that looks like a token is not allowed (use 'new')\n"
      "  m.yaml:#: targets[0].zenodo.deposition: a string of 60 characters that looks like a token has the wrong form "
@@ -284,11 +285,13 @@ def test_a_token_in_a_store_endpoint_url_is_refused_and_never_echoed(tmp_path, m
     code, out, err = cli("--debug", "validate", "m.yaml")
     assert leaks_in(err) == [] and (code, out) == (1, "")
     expected = ("error: invalid manifest:\n  m.yaml:8: targets[0].storage_options.endpoint_url: looks like it "
-                "holds a credential (put credentials in the environment, a profile or storage_options, never in the URL)\n")
+                "holds a credential (put credentials in the environment, a profile or storage_options, never in "
+                "the URL)\n")
     assert err[-len(expected):] == expected
 
 
-FLAG_TOKEN = ("error: --zenodo-token: no such file, and the value given (60 characters) looks like a token, not a path\n"
+FLAG_TOKEN = ("error: --zenodo-token: no such file, and the value given (60 characters) looks like a token, not a "
+              "path\n"
               "hint: --zenodo-token takes the path of a file holding the token (chmod 600 it), or leave it out and "
               "export ZENODO_TOKEN; revoke the token if this command line was shared\n")
 FLAG_URL = ("error: --zenodo-url: the URL holds a user name or password (user:…@host)\n"

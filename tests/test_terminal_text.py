@@ -55,7 +55,7 @@ def test_apply_report_and_verbose_log_escape_them_and_the_files_keep_their_names
     source(tmp_path)
     code, out, err = cli("-v", "apply", "m.yaml")
     assert code == 0 and no_raw_controls(out) and no_raw_controls(err)
-    for raw, shown in NAMES.items():
+    for shown in NAMES.values():
         assert f"INFO: create {shown} (1 B)\n" in err
         assert f"  + create   {shown}" in err
     assert sorted(tree(tmp_path / "out")) == sorted([*NAMES, "plain.txt"])      # the exact names, on disk
