@@ -137,7 +137,7 @@ class _ReaderGone:
 
 def main(argv: Sequence[str] | None = None) -> int:
     streams = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _ReaderGone(sys.stdout), _ReaderGone(sys.stderr)   # type: ignore[assignment]
+    sys.stdout, sys.stderr = _ReaderGone(sys.stdout), _ReaderGone(sys.stderr)
     try:
         return _main(argv)
     finally:
