@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence, TextIO
 
-from . import __version__, compat, interrupt
+from . import __version__, compat, interrupt, redact
 from .cliflags import global_flags
 from .commands import cmd_apply, cmd_plan, cmd_unlock, cmd_validate
 from .errors import CartsyncError
@@ -34,7 +35,8 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         # exit 1, not argparse's 2: with --detailed-exitcode, 2 means "changes pending"
         self.print_usage(sys.stderr)
-        self.exit(1, f"{self.prog}: error: {message}\n")
+        # argparse quotes the value it refused: that may be a token pasted into the wrong flag
+        self.exit(1, f"{self.prog}: error: {redact.scrubbed(message)}\n")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -90,11 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _PrintableFormatter(logging.Formatter):
+    """Log messages name files and quote servers: their control characters are escaped (tracebacks,
+    added after the message, keep their line breaks)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return redact.printable(super().formatMessage(record))
+
+
 def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet or not verbose else (logging.INFO if verbose == 1 else logging.DEBUG)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s" if verbose < 2 else
-                                           "%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    handler.setFormatter(_PrintableFormatter("%(levelname)s: %(message)s" if verbose < 2 else
+                                             "%(asctime)s %(name)s %(levelname)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
@@ -104,7 +114,54 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+class _ReaderGone:
+    """stdout/stderr whose reader went away (`cartsync plan … | head`): the rest of the output is dropped
+    quietly and the run goes on — an apply must not stop half-way because nobody reads its summary."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._drop()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._drop()
+
+    def _drop(self) -> None:
+        self.gone = True
+        try:    # what is still buffered is flushed at exit: let it go to /dev/null, not a traceback
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _ReaderGone(sys.stdout), _ReaderGone(sys.stderr)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = streams
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose, args.quiet)
@@ -115,9 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CartsyncError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"error: {exc.message}", file=sys.stderr)
+        # messages carry file names and server answers: no control sequence reaches the terminal
+        print(f"error: {redact.printable(exc.message, keep_newlines=True)}", file=sys.stderr)
         if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
+            print(f"hint: {redact.printable(exc.hint, keep_newlines=True)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to finish (it resumes where it stopped)", file=sys.stderr)
@@ -125,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 — the one catch site for the unexpected
         if args.debug:
             traceback.print_exc()
-        print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"error: unexpected {type(exc).__name__}: {redact.printable(str(exc))}", file=sys.stderr)
         print("hint: re-run with --debug for a traceback, and report it", file=sys.stderr)
         return 1
 

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from . import manifest as manifest_mod
-from . import selection
+from . import redact, selection
 from .cliflags import global_flags
 from .commands import Output, options_from_args, run_apply
 from .compat_zenodo import NO_DESCRIPTION, UPLOAD_TYPES, zenodo_manifest
@@ -195,6 +195,8 @@ def aws_manifest(args: argparse.Namespace, cwd: Path) -> dict[str, Any]:
 
 
 def cmd_upload_aws(args: argparse.Namespace) -> int:
+    # before anything is printed (--print-manifest) or sent: a token pasted into a flag is never echoed
+    redact.check_flags({}, {"--s3-dir": args.s3_dir}, exists=lambda raw: True)
     data = aws_manifest(args, Path.cwd())
     notes = ["the aws CLI in --aws is not run; cartsync talks to S3 itself (with its connection flags)"] \
         if args.aws else []
@@ -210,6 +212,8 @@ def cmd_upload_aws(args: argparse.Namespace) -> int:
 
 
 def cmd_upload_zenodo(args: argparse.Namespace) -> int:
+    redact.check_flags({"--zenodo-token": args.zenodo_token}, {"--zenodo-url": args.zenodo_url},
+                       exists=lambda raw: Path(raw).expanduser().exists())
     data, state, notes = zenodo_manifest(args, Path.cwd())
     code = run_translated(data, args, "upload-zenodo", notes, state)
     if code == 0 and args.upload_method == "catalog" and not (args.dry_run or args.print_manifest):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import manifest as manifest_mod
-from . import selection
+from . import redact, selection
 from .errors import CartsyncError
 
 UPLOAD_TYPES = ("dataset", "software", "publication", "poster", "presentation", "image", "video", "lesson", "other")
@@ -121,7 +121,8 @@ def zenodo_manifest(args: argparse.Namespace, cwd: Path) -> tuple[dict[str, Any]
     deposition: Any = "new"
     if args.zenodo_deposition_id:
         if not args.zenodo_deposition_id.isdigit():
-            raise CartsyncError(f"--zenodo-deposition-id {args.zenodo_deposition_id}: not a deposition id (use the "
+            shown = redact.shown(args.zenodo_deposition_id)
+            raise CartsyncError(f"--zenodo-deposition-id {shown}: not a deposition id (use the "
                                 "number in the deposition's URL)")
         deposition = int(args.zenodo_deposition_id)
     new = deposition == "new"

@@ -95,7 +95,9 @@ def files_for(target: TargetConfig, keys: list[str]) -> list[str]:
 
 
 def targets_of(manifest: Manifest, names: tuple[str, ...]) -> list[TargetConfig]:
-    return [manifest.target(n) for n in names] if names else list(manifest.targets)
+    """The targets named (each once, in the order first given: `--target web --target web` is one target,
+    not two runs that would lock each other out), or all of them."""
+    return [manifest.target(n) for n in dict.fromkeys(names)] if names else list(manifest.targets)
 
 
 def local_inventory(manifest: Manifest, cache: inv.HashCache, jobs: int | None = None,

@@ -14,8 +14,7 @@ from typing import Callable
 
 from . import interrupt
 from .backends.base import Backend
-from .errors import SourceChanged
-from .inventory import hashed, still_same
+from .inventory import hashed, unchanged_or_raise
 from .model import Action, Kind, Outcome, Plan, Report
 from .progress import Bar
 from .render import human_size
@@ -74,11 +73,18 @@ class Executor:
                     report.skipped += deletes
                 else:
                     self._each(deletes, self._delete, report)
+        ok = not report.failed and not report.skipped and not report.refused
         try:
-            report.changes += self.backend.finish(report, not report.failed and not report.skipped
-                                                  and not report.refused)
+            report.changes += self.backend.finish(report, ok)
         except GaveUp as exc:      # the target went silent: the files' own errors already say so
             log.warning("%s: closing calls skipped: %s", plan.target, exc.message)
+        except Exception as exc:
+            if not (ok and self.backend.finish_is_cleanup):
+                raise
+            # everything was sent and verified; a failed tidy-up must not turn that into "error"
+            report.warnings.append(f"the closing clean-up failed ({describe_error(exc)}); everything above was "
+                                   "sent and verified, and the next apply tidies up again")
+            log.debug("finish of %s failed", plan.target, exc_info=True)
         report.other_retries = self.backend.retries
         report.seconds = time.monotonic() - started
         return report
@@ -139,14 +145,11 @@ class Executor:
                 bar.advance(action.key, -sent[0])
                 sent[0] = 0
             nonlocal local
-            if not still_same(local):
-                raise SourceChanged(f"{local.key}: changed since it was hashed", "re-run to pick up the new content")
+            unchanged_or_raise(local, "since it was hashed")
             local = hashed(local, self.backend.cache)    # a new file: hashed here, while others upload
             self.backend.upload(local, action.key, progress)
             # The store verified what it received; make sure that is still what we hashed.
-            if not still_same(local):
-                raise SourceChanged(f"{local.key}: changed while it was being uploaded",
-                                    "re-run when the file is complete")
+            unchanged_or_raise(local, "while it was being uploaded")
 
         def on_retry(exc: BaseException) -> None:
             outcome.retries += 1

@@ -13,11 +13,12 @@ import hashlib
 import logging
 import os
 import sqlite3
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Collection, Iterable, Iterator
+from typing import IO, Callable, Collection, Iterable, Iterator
 
 from .errors import CartsyncError, SourceChanged, SourceError
 from .model import LocalFile, SourceFile
@@ -37,8 +38,33 @@ def cache_dir() -> Path:
 
 class CacheError(CartsyncError):
     def __init__(self, folder: Path, exc: OSError) -> None:
-        super().__init__(f"cache folder {folder} cannot be created ([Errno {exc.errno}] {exc.strerror})",
+        super().__init__(f"cache folder {folder} cannot be written ([Errno {exc.errno}] {exc.strerror})",
                          "set CARTSYNC_CACHE_DIR to a writable folder")
+
+
+_NO_CACHE = "set CARTSYNC_CACHE_DIR to a writable folder to keep hashes between runs"
+
+
+def lock_file(name: str) -> IO[bytes]:
+    """An open lock file (binary, unbuffered) for `name`: in the cache folder, or — when that is
+    read-only or full — in the system's temp folder (a lock needs no space once the file exists; the
+    cache is an optimisation and must not stop a run). Raises CacheError if neither can hold it."""
+    fallback = Path(tempfile.gettempdir()) / f"cartsync-{os.getuid()}-locks"
+    first: OSError | None = None
+    for folder in (cache_dir() / "locks", fallback):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            # unbuffered: close() flushes nothing. Returned open: the caller's `with` closes it.
+            fh = open(folder / f"{name}.lock", "a+b", buffering=0)  # noqa: SIM115
+        except OSError as exc:
+            first = first or exc
+            continue
+        if first is not None:
+            log.warning("cache folder %s cannot be written (%s); locking in %s instead", cache_dir(),
+                        first.strerror, folder)
+        return fh
+    assert first is not None
+    raise CacheError(cache_dir(), first)
 
 
 def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -56,22 +82,29 @@ class HashCache:
         self.hits = self.misses = 0
         self.bytes_hashed = 0
         self._loaded: dict[str, dict[str, tuple]] = {}     # kind → path → (stat key, digest), read once
+        self._db: sqlite3.Connection | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise CacheError(self.path.parent, exc) from None
+            # read-only or full: the cache saves time, never correctness, so the run goes on without it
+            log.warning("hash cache folder %s cannot be created (%s); hashing without it (%s)", self.path.parent,
+                        exc.strerror, _NO_CACHE)
+            return
+        db: sqlite3.Connection | None = None
         try:
-            self._db: sqlite3.Connection | None = sqlite3.connect(
-                str(self.path), timeout=30, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(
+            db = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(
                 "CREATE TABLE IF NOT EXISTS hashes (path TEXT, kind TEXT, size INTEGER, mtime_ns INTEGER,"
                 " ctime_ns INTEGER, inode INTEGER, digest TEXT, PRIMARY KEY (path, kind))")
         except sqlite3.DatabaseError as exc:
             # A damaged or unwritable cache costs time, never correctness: hash without it.
-            log.warning("hash cache %s unusable (%s); hashing without it", self.path, exc)
-            self._db = None
+            log.warning("hash cache %s unusable (%s); hashing without it (%s)", self.path, exc, _NO_CACHE)
+            if db is not None:
+                db.close()      # now, not when the traceback's cycle is collected: it holds the file open
+            return
+        self._db = db
 
     def get(self, path: Path, st: os.stat_result, kind: str = "md5") -> str | None:
         if self._db is None:
@@ -243,6 +276,17 @@ def hashed(local: LocalFile, cache: HashCache) -> LocalFile:
 
 def _local_file(sf: SourceFile, st: os.stat_result, md5: str | None) -> LocalFile:
     return LocalFile(sf.key, sf.path, st.st_size, md5, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, sf.catalog)
+
+
+def unchanged_or_raise(local: LocalFile, when: str) -> None:
+    """Raise SourceChanged unless the file is still the one surveyed; `when` is e.g. "since it was
+    hashed". A file that is gone says so: "changed" would send the user looking for an edit."""
+    if still_same(local):
+        return
+    if not os.path.lexists(local.path):
+        raise SourceChanged(f"{local.key}: deleted {when}", "re-run: the new plan leaves it out (or restore the file)")
+    raise SourceChanged(f"{local.key}: changed {when}", "re-run when the file is complete" if when.startswith(
+        "while") else "re-run to pick up the new content")
 
 
 def still_same(local: LocalFile) -> bool:

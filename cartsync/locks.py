@@ -81,25 +81,29 @@ def machine_lock(manifest: Manifest, target: TargetConfig, dataset: str = "") ->
     """One apply at a time per (manifest, target[, dataset]) on this machine: a second one exits with a clear
     message. A run over a whole collection locks the target and every dataset; a shard locks only its
     datasets, so shards run side by side but never beside a whole run."""
-    path = _locks_folder() / f"{_ident(manifest, target, dataset)}.lock"
-    with open(path, "a+") as fh:
+    with inv.lock_file(_ident(manifest, target, dataset)) as fh:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.seek(0)
-            holder = fh.read().strip() or "another process"
+            holder = fh.read().decode(errors="replace").strip() or "another process"
             what = f"dataset {dataset} of target {target.name}" if dataset else f"target {target.name}"
             raise LockedError(f"{what} of {manifest.path} is being applied by {holder}",
                               "wait for that run to finish, then re-run") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}")
-        fh.flush()
+        try:        # who holds it, for the message above; on a full disk the lock holds without it
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()}".encode())
+        except OSError:
+            pass
         try:
             yield
         finally:
-            fh.seek(0)
-            fh.truncate()
+            try:
+                fh.seek(0)
+                fh.truncate()
+            except OSError:
+                pass
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 

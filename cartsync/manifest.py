@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from . import patterns, yamlsafe
+from . import patterns, redact, yamlsafe
 from .errors import CartsyncError, ManifestError
 from .model import CATALOG_NAME, DEFAULT_DELETE_LIMIT, DeleteLimit
 
@@ -141,6 +141,8 @@ def expand_path(text: str, base: Path) -> Path:
 def _fmt_path(path: list[Any]) -> str:
     out = ""
     for part in path:
+        if isinstance(part, str) and redact.looks_like_token(part):     # a token pasted as a key
+            part = f"<a key of {len(part)} characters that looks like a token>"
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "(top level)"
 
@@ -186,6 +188,8 @@ class _Problems:
 def _describe(value: Any) -> str:
     kind = {bool: "a boolean", int: "a number", float: "a number", str: "a string",
             list: "a list", dict: "a mapping", type(None): "nothing"}.get(type(value), type(value).__name__)
+    if isinstance(value, str) and redact.looks_like_token(value):
+        return f"{kind} of {len(value)} characters that looks like a token"     # never echoed
     shown = json.dumps(value) if isinstance(value, (str, int, float, bool)) else ""
     return f"{kind} {shown}".strip()
 
@@ -229,6 +233,11 @@ def _schema_problem(err: jsonschema.ValidationError, problems: _Problems) -> Non
                 _schema_problem(sub, problems)
         else:
             problems.add(path, f"{_describe(err.instance)} has the wrong form", _hint(path))
+    elif v == "pattern" and path[-1:] == ["token_env"]:
+        # not a variable name, so maybe the token itself: described, never echoed (see _zenodo_secrets)
+        if not redact.token_env_problem(str(err.instance)):
+            problems.add(path, f"the value given ({len(str(err.instance))} characters) is not the name of an "
+                         "environment variable", redact.TOKEN_ENV_HINT)
     elif v == "pattern":
         problems.add(path, f"{_describe(err.instance)} has the wrong form", _hint(path))
     elif v == "minimum":
@@ -250,7 +259,6 @@ _PATTERN_HINTS = {
     "orcid": "an ORCID looks like 0000-0002-1825-0097",
     "deposition": "use `new` or the numeric id of an existing deposition",
     "part_size": 'a number of bytes (at least 5 MiB) or a size like "64MiB"',
-    "token_env": "the NAME of an environment variable holding the token, e.g. ZENODO_TOKEN",
     "url": "start it with https://",
     "publication_date": "use YYYY-MM-DD",
     "catalog_as": "a file name without folders, e.g. catalog.yaml",
@@ -266,14 +274,29 @@ def load(path: str | os.PathLike[str]) -> Manifest:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ManifestError([f"{file}: no such file"], "check the manifest path") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(file, exc.object, exc.start) from None
+    except OSError as exc:
         raise ManifestError([f"{file}: cannot read: {exc}"]) from None
+    if "\x00" in text:          # UTF-16 without a byte-order mark decodes as UTF-8 full of NULs
+        raise _not_utf8(file, text.encode(), text.index("\x00"))
     try:
         parsed = yamlsafe.parse(text)
     except yamlsafe.YamlProblem as exc:
         where = f"{file}:{exc.line}" if exc.line else str(file)
         raise ManifestError([f"{where}: not valid YAML: {exc.problem}"], exc.hint) from None
     return from_data(parsed.data, file, parsed.root, text)
+
+
+def _not_utf8(file: Path, data: bytes, at: int) -> ManifestError:
+    """A manifest in another encoding, said as such (not as a codec error or a YAML syntax error)."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data[:at + 2]:
+        return ManifestError([f"{file}: is UTF-16 text; cartsync reads manifests as UTF-8"],
+                             f"save it as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8 {file} > utf8.yaml, then use "
+                             "utf8.yaml), or choose UTF-8 in your editor's save dialog")
+    line = data[:at].count(b"\n") + 1
+    return ManifestError([f"{file}:{line}: is not UTF-8 (byte 0x{data[at]:02x}); cartsync reads manifests as UTF-8"],
+                         f"save it as UTF-8 (e.g. iconv -f latin1 -t UTF-8 {file} > utf8.yaml, then use utf8.yaml)")
 
 
 def _duplicate_keys(node: yaml.Node | None, path: list[Any]) -> list[tuple[int, list[Any], str]]:
@@ -512,6 +535,22 @@ def _written_dataset(src: dict[str, Any]) -> str:
     return ":".join(parts)
 
 
+def _holds_credential(url: str) -> bool:
+    return bool(re.search(r"(?i)(secret|token|password|key)=", url) or re.match(r"^[a-z0-9]+://[^/@]*(:[^/@]*)?@", url)
+                or redact.url_credential(url))
+
+
+def _zenodo_secrets(z: dict[str, Any], token_file: Path | None, at: list[Any], problems: _Problems) -> None:
+    """The places a Zenodo token gets pasted by mistake: refused, and never echoed."""
+    if isinstance(z.get("token_env"), str) and (why := redact.token_env_problem(z["token_env"])):
+        problems.add(at + ["token_env"], why, redact.TOKEN_ENV_HINT)
+    raw = z.get("token_file")
+    if isinstance(raw, str) and token_file is not None and (why := redact.token_file_problem(raw, token_file.exists())):
+        problems.add(at + ["token_file"], why, redact.TOKEN_FILE_HINT)
+    if isinstance(z.get("url"), str) and _holds_credential(z["url"]):
+        problems.add(at + ["url"], "looks like it holds a credential", redact.ZENODO_URL_HINT)
+
+
 def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems, file: Path,
                   source: dict[str, Any], collection: bool = False) -> TargetConfig | None:
     has_url, z = "url" in t, t.get("zenodo")
@@ -532,6 +571,7 @@ def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems, fi
                 problems.add(["targets", i, "zenodo", "token_file"], str(exc))
         if "token_file" in z and "token_env" in z:
             problems.add(["targets", i, "zenodo"], "give token_file or token_env, not both")
+        _zenodo_secrets(z, token_file, ["targets", i, "zenodo"], problems)
         meta = z.get("metadata") if isinstance(z.get("metadata"), dict) else {}
         if str(z.get("deposition", "new")) == "new":
             # a collection's depositions take title and description from each dataset's catalog
@@ -561,10 +601,14 @@ def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems, fi
         elif url.startswith("file://"):
             url = "file://" + str(expand_path(url[len("file://"):], base))
         bucket = url.split("://", 1)[1].split("/", 1)[0] if url.startswith(("s3://", "s3a://")) else None
-        if re.search(r"(?i)(secret|token|password|key)=", url) or re.match(r"^[a-z0-9]+://[^/@]*(:[^/@]*)?@", url):
+        endpoint = (t.get("storage_options") or {}).get("endpoint_url") if isinstance(
+            t.get("storage_options"), dict) else None
+        if _holds_credential(url):
             # never echo the URL: it may hold the secret
-            problems.add(["targets", i, "url"], "looks like it holds a credential",
-                         "put credentials in the environment, a profile or storage_options, never in the URL")
+            problems.add(["targets", i, "url"], "looks like it holds a credential", redact.URL_HINT)
+        elif isinstance(endpoint, str) and _holds_credential(endpoint):
+            problems.add(["targets", i, "storage_options", "endpoint_url"], "looks like it holds a credential",
+                         redact.URL_HINT)
         elif bucket is not None and not _BUCKET_RE.fullmatch(bucket):
             problems.add(["targets", i, "url"], f"{json.dumps(bucket)} is not a valid S3 bucket name",
                          "use 3-63 lowercase letters, digits, '.' and '-'")

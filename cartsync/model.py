@@ -187,6 +187,7 @@ class Report:
     refused: list[Action] = field(default_factory=list)   # deletes the max_delete guard refused
     changes: list[Change] = field(default_factory=list)   # backend changes made
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)     # e.g. a failed clean-up after every transfer succeeded
     seconds: float = 0.0
     other_retries: int = 0                                 # listing and lifecycle calls
 

@@ -1,10 +1,16 @@
-"""Plans and reports → text for people and JSON for machines."""
+"""Plans and reports → text for people and JSON for machines.
+
+Text for people shows every name and server-given value through redact.printable: a file name holding
+\r, ESC or a bidi override cannot move the cursor or spoof a plan line. JSON keeps the exact key
+(json.dumps escapes control characters itself).
+"""
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from .model import Kind, Plan, Report
+from .model import Change, Kind, Plan, Report
+from .redact import printable
 
 
 def human_size(n: float) -> str:
@@ -16,21 +22,24 @@ def human_size(n: float) -> str:
 
 
 def plan_text(plan: Plan, verbose: bool = False) -> str:
-    lines = [f"Target {plan.target} → {plan.url}"]
-    shown = [a for a in plan.actions if verbose or a.kind is not Kind.KEEP]
-    width = max((len(a.key) for a in shown), default=0)
-    size_width = max((len(human_size(a.size)) for a in shown), default=0)
-    for a in shown:
+    lines = [f"Target {printable(plan.target)} → {printable(plan.url)}"]
+    shown = [(a, printable(a.key)) for a in plan.actions if verbose or a.kind is not Kind.KEEP]
+    width = max((len(key) for _, key in shown), default=0)
+    size_width = max((len(human_size(a.size)) for a, _ in shown), default=0)
+    for a, key in shown:
         if a.kind is Kind.HEADERS:        # nothing is sent: no size, just what changes
-            lines.append(f"  {a.kind.sign} {a.kind.value:<8} {a.key:<{width}}  ({a.reason})")
+            lines.append(f"  {a.kind.sign} {a.kind.value:<8} {key:<{width}}  ({printable(a.reason)})")
             continue
-        why = f"  ({a.reason})" if verbose or a.kind is Kind.REPLACE else ""
-        lines.append(f"  {a.kind.sign} {a.kind.value:<8} {a.key:<{width}}  {human_size(a.size):>{size_width}}{why}")
-    for c in plan.changes:
-        lines.append(f"  {c.sign} {c.subject}" + (f": {c.detail}" if c.detail else ""))
-    lines += [f"  note: {n}" for n in plan.notes]
+        why = f"  ({printable(a.reason)})" if verbose or a.kind is Kind.REPLACE else ""
+        lines.append(f"  {a.kind.sign} {a.kind.value:<8} {key:<{width}}  {human_size(a.size):>{size_width}}{why}")
+    lines += [_change_line(c) for c in plan.changes]
+    lines += [f"  note: {printable(n)}" for n in plan.notes]
     lines.append(summary_line(plan))
     return "\n".join(lines)
+
+
+def _change_line(c: Change) -> str:
+    return f"  {c.sign} {printable(c.subject)}" + (f": {printable(c.detail)}" if c.detail else "")
 
 
 def summary_line(plan: Plan) -> str:
@@ -62,19 +71,20 @@ def report_text(report: Report) -> str:
     done = {k: sum(1 for o in report.outcomes if o.ok and o.action.kind is k) for k in Kind}
     rate = report.bytes_sent / report.seconds if report.seconds > 0 else 0.0
     fixed = f", {done[Kind.HEADERS]} headers updated" if done[Kind.HEADERS] else ""
-    lines = [f"{report.target}: {done[Kind.CREATE]} created, {done[Kind.REPLACE]} replaced, "
+    lines = [f"{printable(report.target)}: {done[Kind.CREATE]} created, {done[Kind.REPLACE]} replaced, "
              f"{done[Kind.DELETE]} deleted{fixed}; {human_size(report.bytes_sent)} sent in {report.seconds:.1f} s"
              f" ({human_size(rate)}/s), {report.retries} retries."]
-    for c in report.changes:
-        lines.append(f"  {c.sign} {c.subject}" + (f": {c.detail}" if c.detail else ""))
+    lines += [_change_line(c) for c in report.changes]
+    lines += [f"  warning: {printable(w)}" for w in report.warnings]
     for o in report.failed:
-        lines.append(f"  FAILED {o.action.key}: {o.error}")
+        lines.append(f"  FAILED {printable(o.action.key)}: {printable(o.error)}")
     if report.refused:
         lines.append(f"  deletes refused by max_delete: {len(report.refused)} file(s) kept on the target; if the "
                      "deletes are meant, re-run with --allow-mass-delete")
     if report.skipped:
         lines.append(f"  not done because of the failure(s) above: {len(report.skipped)} action(s) "
-                     f"({', '.join(a.key for a in report.skipped[:5])}{', …' if len(report.skipped) > 5 else ''})")
+                     f"({', '.join(printable(a.key) for a in report.skipped[:5])}"
+                     f"{', …' if len(report.skipped) > 5 else ''})")
     return "\n".join(lines)
 
 
@@ -87,6 +97,7 @@ def report_json(report: Report) -> dict[str, Any]:
         "skipped": [{"action": a.kind.value, "key": a.key} for a in report.skipped],
         "refused": [{"action": a.kind.value, "key": a.key} for a in report.refused],
         "changes": [{"sign": c.sign, "subject": c.subject, "detail": c.detail} for c in report.changes],
+        "warnings": list(report.warnings),
     }
 
 

@@ -80,8 +80,10 @@ CASES = [
       "poster, presentation, dataset, image, video, software, lesson, physicalobject, other)"]),
     ("token_env_is_a_value", "version: 1\n" + OK_SOURCE + "targets:\n  - name: doi\n    zenodo:\n      deposition: 1\n"
      "      token_env: \"abc-123-secret\"\n      metadata: {}\n",
-     ['m.yaml:7: targets[0].zenodo.token_env: a string "abc-123-secret" has the wrong form (the NAME of an '
-      "environment variable holding the token, e.g. ZENODO_TOKEN)"]),
+     # never echoed: a value that is no variable name may be the token itself
+     ["m.yaml:7: targets[0].zenodo.token_env: the value given (14 characters) is not the name of an environment "
+      "variable (name an environment variable that holds the token, e.g. token_env: ZENODO_TOKEN, or use "
+      "token_file; if the token was shared, revoke it on Zenodo)"]),
     ("files_with_catalog_method", "version: 1\nsource:\n  dir: src\n  method: catalog\n  files: [a.txt]\n" + T,
      ["m.yaml:5: source.files: is only used with method: list (method is catalog)"]),
 ]

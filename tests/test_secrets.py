@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import threading
 from pathlib import Path
 
+import pytest
 import yaml
 
 import cartsync
@@ -231,3 +233,148 @@ def test_token_file_with_a_second_line_is_refused_without_echoing_it(zenodo, dat
     assert err.endswith(f"error: Zenodo token file {token_file} holds characters a token cannot have "
                         "(spaces, line breaks or non-ASCII)\nhint: put only the token, on one line, in it\n")
     assert zenodo.requests == []
+
+
+# ---- a token pasted where it does not belong (issue 10, case 13) --------------------------------------
+# A real Zenodo token is 60 random letters and digits; this one holds CORE, so any echo is caught.
+PASTED = "aB3dqz7xK9mN2pQ4rS6tU8vW0yZ1cE3fG5hJ7kL9mN1pQ3rS5tU7vW9yZ0cE"
+META = {"title": "Pasted token", "upload_type": "dataset", "description": "d", "creators": ["Doe, Jane"]}
+NOT_A_NAME = ("the value given (60 characters) looks like a token, not the name of an environment variable (name an "
+              "environment variable that holds the token, e.g. token_env: ZENODO_TOKEN, or use token_file; if the "
+              "token was shared, revoke it on Zenodo)")
+NOT_A_PATH = ("no such file, and the value given (60 characters) looks like a token, not a path (give the path of a "
+              "file that holds the token (chmod 600 it); if the token was shared, revoke it on Zenodo)")
+IN_ZENODO_URL = ("looks like it holds a credential (give only the server, e.g. https://zenodo.org; the token goes in "
+                 "token_file or the environment variable named by token_env)")
+PASTE_CASES = [
+    ("token_env", {"token_env": PASTED}, f"targets[0].zenodo.token_env: {NOT_A_NAME}"),
+    ("token_env_with_dashes", {"token_env": "SENTINEL-qz7x-zenodo-token-0001"},
+     "targets[0].zenodo.token_env: " + NOT_A_NAME.replace("(60 characters)", "(31 characters)")),
+    ("token_file", {"token_file": PASTED}, f"targets[0].zenodo.token_file: {NOT_A_PATH}"),
+    ("url_userinfo", {"url": f"https://user:{PASTED}@zenodo.org"}, f"targets[0].zenodo.url: {IN_ZENODO_URL}"),
+    ("url_token_only", {"url": f"https://{PASTED}@zenodo.org"}, f"targets[0].zenodo.url: {IN_ZENODO_URL}"),
+    ("url_access_token", {"url": f"https://zenodo.org/?access_token={PASTED}"},
+     f"targets[0].zenodo.url: {IN_ZENODO_URL}"),
+    ("deposition", {"deposition": PASTED},
+     "targets[0].zenodo.deposition: a string of 60 characters that looks like a token is not allowed (use 'new')\n"
+     "  m.yaml:#: targets[0].zenodo.deposition: a string of 60 characters that looks like a token has the wrong form "
+     "(use `new` or the numeric id of an existing deposition)"),
+]
+
+
+@pytest.mark.parametrize("name,zenodo_keys,problem", PASTE_CASES, ids=[c[0] for c in PASTE_CASES])
+def test_a_token_in_the_wrong_manifest_field_is_refused_and_never_echoed(tmp_path, monkeypatch, cli, dataset, zenodo,
+                                                                         name, zenodo_keys, problem):
+    monkeypatch.chdir(tmp_path)
+    z = {"url": zenodo.url, "metadata": META, **zenodo_keys}
+    manifest(tmp_path / "m.yaml", [{"name": "doi", "zenodo": z}])
+    for command in ("validate", "plan", "apply"):
+        code, out, err = cli("--debug", command, "m.yaml")
+        assert leaks_in(out + err) == []
+        assert (code, out) == (1, "")
+        head = "error: invalid manifest:" if "\n" not in problem else "error: invalid manifest (2 problems):"
+        pattern = re.escape(f"\n{head}\n  m.yaml:#: {problem}\n").replace("\\#", "#").replace("#", r"\d+")
+        assert re.search(pattern + r"\Z", err), err
+    assert zenodo.requests == []
+
+
+def test_a_token_in_a_store_endpoint_url_is_refused_and_never_echoed(tmp_path, monkeypatch, cli, dataset):
+    monkeypatch.chdir(tmp_path)
+    manifest(tmp_path / "m.yaml", [{"name": "web", "url": "s3://bucket/x",
+                                    "storage_options": {"endpoint_url": f"https://AKIA:{PASTED}@s3.example.org"}}])
+    code, out, err = cli("--debug", "validate", "m.yaml")
+    assert leaks_in(err) == [] and (code, out) == (1, "")
+    expected = ("error: invalid manifest:\n  m.yaml:8: targets[0].storage_options.endpoint_url: looks like it "
+                "holds a credential (put credentials in the environment, a profile or storage_options, never in "
+                "the URL)\n")
+    assert err[-len(expected):] == expected
+
+
+FLAG_TOKEN = ("error: --zenodo-token: no such file, and the value given (60 characters) looks like a token, not a "
+              "path\n"
+              "hint: --zenodo-token takes the path of a file holding the token (chmod 600 it), or leave it out and "
+              "export ZENODO_TOKEN; revoke the token if this command line was shared\n")
+FLAG_URL = ("error: --zenodo-url: the URL holds a user name or password (user:…@host)\n"
+            "hint: give only the server, e.g. https://zenodo.org; the token goes in a file (--zenodo-token FILE) or "
+            "$ZENODO_TOKEN\n")
+
+
+@pytest.mark.parametrize("flags,expected", [
+    (["--zenodo-token", PASTED], FLAG_TOKEN),
+    (["--zenodo-token", PASTED, "--print-manifest"], FLAG_TOKEN),
+    (["--zenodo-token", PASTED, "--dry-run", "--json"], FLAG_TOKEN),
+    (["--zenodo-url", f"https://me:{PASTED}@zenodo.org", "--print-manifest"], FLAG_URL),
+    (["--zenodo-url", f"https://zenodo.org?access_token={PASTED}"],
+     "error: --zenodo-url: the URL holds a credential in its query (access_token=…)\nhint: give only the server, "
+     "e.g. https://zenodo.org; the token goes in a file (--zenodo-token FILE) or $ZENODO_TOKEN\n"),
+], ids=["token", "token_print_manifest", "token_dry_run", "url_print_manifest", "url_query"])
+def test_upload_zenodo_never_echoes_a_token_given_as_a_path_or_url(tmp_path, monkeypatch, cli, dataset, zenodo,
+                                                                   flags, expected):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli("--debug", "upload-zenodo", "--in-dir", "cartload2", "--title", "Compat", "--creators",
+                         "Doe, Jane", "--description", "d", "--create-new-deposition", *flags)
+    assert leaks_in(err) == [] and (code, out) == (1, "")
+    assert err.endswith("\n" + expected)
+    assert zenodo.requests == [] and list(tmp_path.glob("*.json")) == []
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["upload-zenodo", "--in-dir", "x", "--n-jobs", PASTED],
+     "cartsync upload-zenodo: error: argument --n-jobs: invalid int value: the value given (60 characters) looks "
+     "like a token\n"),
+    (["upload-zenodo", "--in-dir", "x", "--upload-method", PASTED],
+     "cartsync upload-zenodo: error: argument --upload-method: invalid choice: the value given (60 characters) looks "
+     "like a token (choose from 'all', 'catalog', 'user_list', 'files')\n"),
+    (["plan", "m.yaml", PASTED], "cartsync: error: unrecognized arguments: the value given (60 characters) looks "
+                                 "like a token\n"),
+    (["upload-zenodo", "--in-dir", "x", "--zenodo-deposition-id", PASTED, "--title", "t"],
+     "error: --zenodo-deposition-id the value given (60 characters) looks like a token: not a deposition id (use the "
+     "number in the deposition's URL)\n"),
+], ids=["int_flag", "choice_flag", "stray_argument", "deposition_id"])
+def test_a_token_in_any_other_flag_is_described_not_echoed(tmp_path, monkeypatch, capsys, argv, expected):
+    from cartsync.cli import main
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    assert (code, out) == (1, "") and leaks_in(err) == []
+    assert err.endswith(expected)
+
+
+def test_a_token_file_with_a_byte_order_mark_works(zenodo, dataset, tmp_path, monkeypatch, cli):
+    """Notepad's "UTF-8" and "Unicode" (UTF-16) both start the file with a byte-order mark: not part of the token."""
+    monkeypatch.chdir(tmp_path)
+    zenodo.add_token(TOKEN)
+    for i, data in enumerate([b"\xef\xbb\xbf" + TOKEN.encode() + b"\r\n", (TOKEN + "\r\n").encode("utf-16")]):
+        token_file = tmp_path / f"zenodo{i}.token"
+        token_file.write_bytes(data)
+        token_file.chmod(0o600)
+        manifest(tmp_path / "m.yaml", [{"name": "doi", "zenodo": {"url": zenodo.url, "token_file": str(token_file),
+                                                                  "metadata": META}}])
+        code, out, err = cli("plan", "m.yaml")
+        assert (code, err) == (0, "") and leaks_in(out) == []
+        assert out.splitlines()[0] == f"Target doi → {zenodo.url}/deposition/(new)"
+    assert zenodo.count("GET", "/api/deposit/depositions", status=200) == 2
+
+
+def test_a_token_pasted_as_a_key_or_inside_a_token_file_path_is_not_echoed(tmp_path, monkeypatch, cli, dataset, zenodo):
+    monkeypatch.chdir(tmp_path)
+    manifest(tmp_path / "m.yaml", [{"name": "doi", "zenodo": {"url": zenodo.url, "metadata": META, PASTED: "x"}}])
+    code, out, err = cli("validate", "m.yaml")
+    assert (code, out) == (1, "") and leaks_in(err) == []
+    assert err == ("error: invalid manifest:\n  m.yaml:14: targets[0].zenodo.<a key of 60 characters that looks like "
+                   "a token>: unknown key (allowed keys: deposition, metadata, publish, token_env, token_file, url)\n")
+    manifest(tmp_path / "m.yaml", [{"name": "doi", "zenodo": {"url": zenodo.url, "metadata": META,
+                                                              "token_file": f"~/.config/{PASTED}"}}])
+    code, out, err = cli("validate", "m.yaml")
+    assert (code, out) == (1, "") and leaks_in(err) == []
+    assert err.endswith("targets[0].zenodo.token_file: " + NOT_A_PATH.replace("(60 characters)", "(70 characters)")
+                        + "\n"), err
+    # a real file name that is missing is named as usual (letters only, or with a dot: not a token)
+    manifest(tmp_path / "m.yaml", [{"name": "doi", "zenodo": {"url": zenodo.url, "metadata": META,
+                                                              "token_file": "zenodo_sandbox.token"}}])
+    assert cli("plan", "m.yaml") == (1, "", f"error: Zenodo token file {tmp_path}/zenodo_sandbox.token does not "
+                                            "exist\nhint: create it with the token from Zenodo's Applications "
+                                            "settings, then chmod 600 it\n")

@@ -358,3 +358,22 @@ def test_log_helpers(fake, s):
     assert fake.query_log[-1] == "q=x" and fake.requests[-1] == ("GET", "/api/deposit/depositions", 200)
     fake.reset_log()
     assert fake.requests == [] and fake.count() == 0
+
+
+def test_answers_without_checksums_or_ids(fake, s):
+    """The switches for a non-conforming server: only the named field goes; the state is unchanged."""
+    dep = create(fake, s, META)
+    fake.upload_without_checksum = True
+    r = put_file(s, dep, "a.txt", b"alpha")
+    assert r.status_code == 201 and "checksum" not in r.json() and r.json()["size"] == 5
+    assert fake.files_of(dep["id"]) == {"a.txt": hashlib.md5(b"alpha").hexdigest()}       # stored all the same
+    fake.listing_without_checksum = True
+    listed = s.get(api(fake, f"/deposit/depositions/{dep['id']}")).json()["files"]
+    assert [(f["filename"], "checksum" in f) for f in listed] == [("a.txt", False)]
+    assert ["checksum" in f for f in s.get(api(fake, f"/deposit/depositions/{dep['id']}/files")).json()] == [False]
+    fake.upload_without_checksum = fake.listing_without_checksum = False
+    pub = s.post(dep["links"]["publish"]).json()
+    fake.newversion_without_id = True
+    r = s.post(pub["links"]["newversion"])
+    assert r.status_code == 201 and "id" not in r.json() and "record_id" not in r.json()
+    assert r.json()["submitted"] is False and fake.deposition_count() == 2                  # the draft exists

@@ -179,6 +179,10 @@ class ZenodoFake:
         self.list_lag = False  # §1 index lag: new depositions reach the listing one call late
         self.retry_after_on_2xx = True  # §4: with rate limiting on, Retry-After comes even on 2xx
         self.fault_retry_after = 1  # Retry-After seconds on 429s from fail_rate/fail_next
+        # Answers that lack what a client relies on (a proxy or an incomplete re-implementation):
+        self.upload_without_checksum = False  # bucket PUT answers carry no `checksum`
+        self.listing_without_checksum = False  # files[] and GET …/files entries carry no `checksum`
+        self.newversion_without_id = False  # the newversion answer lacks the new draft's `id`/`record_id`
         self.url = ""
         self._next_id = 100
         self._rules: list[_Rule] = []
@@ -496,12 +500,15 @@ class ZenodoFake:
     def _file_json(self, dep: Deposition, f: StoredFile, as_float: bool = False) -> dict:
         api = self.url + "/api"
         part = "files" if dep.state == "done" else "draft/files"
-        return {"id": f.id, "filename": f.key,
-                # §2: GET …/files (LegacyFileSchema) gives filesize as a float; files[] an int
-                "filesize": float(f.size) if as_float else f.size,
-                "checksum": f.md5,  # bare hex here; bucket responses say "md5:<hex>"
-                "links": {"self": f"{api}/deposit/depositions/{dep.id}/files/{f.id}",
-                          "download": f"{api}/records/{dep.id}/{part}/{quote(f.key)}/content"}}
+        out = {"id": f.id, "filename": f.key,
+               # §2: GET …/files (LegacyFileSchema) gives filesize as a float; files[] an int
+               "filesize": float(f.size) if as_float else f.size,
+               "checksum": f.md5,  # bare hex here; bucket responses say "md5:<hex>"
+               "links": {"self": f"{api}/deposit/depositions/{dep.id}/files/{f.id}",
+                         "download": f"{api}/records/{dep.id}/{part}/{quote(f.key)}/content"}}
+        if self.listing_without_checksum:
+            del out["checksum"]
+        return out
 
     def _bucket_json(self, dep: Deposition, f: StoredFile) -> dict:
         obj = f"{self.url}/api/files/{dep.bucket}/{quote(f.key)}"
@@ -638,7 +645,10 @@ class ZenodoFake:
         with self._lock:
             dep = self._by_bucket(bucket, owner)  # it may have been discarded meanwhile
             self._unlocked(dep, _err(403, DENIED))
-            return Resp(201, self._bucket_json(dep, self._store(dep, key, b"".join(chunks), md5.hexdigest())))
+            body = self._bucket_json(dep, self._store(dep, key, b"".join(chunks), md5.hexdigest()))
+            if self.upload_without_checksum:
+                del body["checksum"]
+            return Resp(201, body)
 
     def _h_bucket_list(self, dep: Deposition, **_) -> Resp:
         if self.bucket_list_500:
@@ -728,4 +738,7 @@ class ZenodoFake:
             return _invalid(("files.enabled", "Please remove all files first."))
         for f in latest.files.values():  # §3: all files of the latest version, with new file ids
             draft.files[f.key] = StoredFile(str(uuid.uuid4()), f.key, f.data, f.md5)
-        return Resp(201, self._dep_json(draft))  # §1: the body is the NEW draft (the docs say the old one)
+        body = self._dep_json(draft)  # §1: the body is the NEW draft (the docs say the old one)
+        if self.newversion_without_id:
+            del body["id"], body["record_id"]
+        return Resp(201, body)

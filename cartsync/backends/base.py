@@ -36,6 +36,9 @@ class Features:
 
 class Backend(ABC):
     features = Features()
+    # True: finish() only tidies up (e.g. aborts stale multipart uploads), so if it fails after every
+    # transfer succeeded the run reports the transfers and warns. False: finish() is part of the job.
+    finish_is_cleanup = True
 
     def __init__(self, target: TargetConfig, cache: HashCache) -> None:
         self.target = target

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import PlanError, RemoteError, VerifyError
+from ..errors import CartsyncError, PlanError, RemoteError, VerifyError
 from ..model import Change, KeyRange, Kind, LocalFile, Plan, RemoteFile, Report
 from .base import Backend, Features, Progress
 from .zenodo_client import ZenodoClient
@@ -31,8 +31,9 @@ def remote_files(dep: Mapping[str, Any]) -> dict[str, RemoteFile]:
     out = {}
     for f in dep.get("files") or []:
         name = f.get("filename") or f.get("key")
-        out[name] = RemoteFile(name, int(float(f.get("filesize", f.get("size", 0)))), _md5(str(f.get("checksum", ""))),
-                               None, (("id", str(f.get("id", ""))),))
+        checksum = f.get("checksum")        # absent from a non-conforming server: "no checksum", not "differs"
+        out[name] = RemoteFile(name, int(float(f.get("filesize", f.get("size", 0)))),
+                               _md5(str(checksum)) if checksum else None, None, (("id", str(f.get("id", ""))),))
     return out
 
 
@@ -69,12 +70,32 @@ class StateFile:
         data.setdefault("cartsync_state", 1)
         data.setdefault("targets", {}).setdefault(self.target, {}).update(record)
         tmp = self.path.with_name(self.path.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, self.path)
+        try:
+            tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise self._unwritable(exc, record.get("deposition_id")) from None
+
+    def check_writable(self) -> None:
+        """Before creating anything remotely: the record of what is created must be keepable."""
+        probe = self.path.with_name(self.path.name + f".probe{os.getpid()}")
+        try:
+            probe.touch()
+            probe.unlink()
+        except OSError as exc:
+            raise self._unwritable(exc, None) from None
+
+    def _unwritable(self, exc: OSError, dep: Any) -> CartsyncError:
+        made = f"; it records deposition {dep}, which a re-run finds again by its marker" if dep else ""
+        return CartsyncError(f"state file {self.path} cannot be written ({exc.strerror}){made}",
+                             f"make {self.path.parent} writable, or copy the manifest to a writable folder and "
+                             "run it from there (adjust source.dir, which is relative to the manifest)")
 
 
 class ZenodoBackend(Backend):
     features = Features(flat=True, max_files=100, max_bytes=50 * 10**9, atomic_replace=False)
+    finish_is_cleanup = False      # finish() publishes
 
     def __init__(self, target, cache) -> None:
         super().__init__(target, cache)
@@ -210,6 +231,11 @@ class ZenodoBackend(Backend):
         self.retried.add(key)
         resp = self.api.put_file(self.draft["links"]["bucket"], key, local.path, local.size, progress)
         self.retried.discard(key)
+        if not (resp or {}).get("checksum"):
+            # not a checksum mismatch (retried): the server did not say what it stored, and asking again won't help
+            raise RemoteError(f"{key}: Zenodo answered the upload without a checksum, so it cannot be verified",
+                              f"check that {self.cfg.url} is Zenodo (or a proxy passing its answers on "
+                              "unchanged); re-run to try again")
         md5, size = _md5(str(resp.get("checksum", ""))), int(resp.get("size", -1))
         if (md5, size) != (local.md5, local.size):
             raise VerifyError(f"{key}: Zenodo stored md5 {md5}, {size} bytes; expected {local.md5}, {local.size}")

@@ -80,6 +80,14 @@ class RateBudget:
             log.warning("the Zenodo rate budget cannot be shared (%s); counting in this process only", exc.strerror)
             self.usable = False
             return 0.0
+        try:
+            return self._record(fd)
+        except OSError as exc:      # e.g. ENOSPC on a full disk: the same as a folder we cannot write
+            log.warning("the Zenodo rate budget cannot be shared (%s); counting in this process only", exc.strerror)
+            self.usable = False
+            return 0.0
+
+    def _record(self, fd: int) -> float:
         with os.fdopen(fd, "r+") as fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:

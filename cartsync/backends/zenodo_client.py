@@ -5,6 +5,7 @@ appears in a URL, a log line or an error message.
 """
 from __future__ import annotations
 
+import codecs
 import logging
 import os
 import re
@@ -28,12 +29,20 @@ log = logging.getLogger(__name__)
 _TOKEN_RE = re.compile(r"[\x21-\x7e]+")     # printable ASCII, no spaces: what an HTTP header can carry
 
 
+def _token_text(data: bytes) -> str:
+    """A token file's text. Editors on Windows write a byte-order mark (UTF-8's, or UTF-16 for
+    "Unicode"): it is not part of the token, so it is dropped rather than refused."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data.decode("utf-16")
+    return data.decode("utf-8-sig")
+
+
 def read_token(cfg: ZenodoConfig) -> str:
     if cfg.token_file is not None:
         path = cfg.token_file
         try:
             mode = path.stat().st_mode
-            token = path.read_text(encoding="utf-8").strip()
+            token = _token_text(path.read_bytes()).strip()
         except FileNotFoundError:
             raise AuthError(f"Zenodo token file {path} does not exist",
                             "create it with the token from Zenodo's Applications settings, then chmod 600 it") from None

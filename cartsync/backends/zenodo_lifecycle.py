@@ -73,7 +73,9 @@ def _new_version(backend: ZenodoBackend, published: dict[str, Any]) -> dict[str,
                     return found
             raise
         # the docs claim the original is returned; the server returns the new draft. Be right either way.
-        return dep if not dep.get("submitted") and dep["id"] != published["id"] else open_draft()
+        # An answer without the draft's id (a proxy, a server change) is not trusted: find the draft instead.
+        ok = isinstance(dep, dict) and dep.get("id") is not None and not dep.get("submitted")
+        return dep if ok and str(dep["id"]) != str(published["id"]) else open_draft()
 
     draft = _recovering(backend, do, open_draft)
     if draft is None:
@@ -90,6 +92,8 @@ def prepare(backend: ZenodoBackend, plan: Plan) -> list[Change]:
     files_change = bool(plan.uploads or plan.of(Kind.DELETE))
     dep = backend.dep
     draft: dict[str, Any] | None
+    if dep is None or backend.cfg.publish or (dep.get("submitted") and files_change):
+        backend.state.check_writable()      # say so before creating, versioning or publishing, not after
     if dep is None:
         draft = _create(backend)
         changes.append(Change("+", "deposition", f"created draft {draft['id']}"))
