@@ -66,7 +66,9 @@ def test_a_file_deleted_between_plan_and_upload_says_so(tmp_path, monkeypatch, c
 
 def test_a_failed_clean_up_after_every_upload_succeeded_is_a_warning(s3, tmp_path, monkeypatch, cli):
     """S3's closing call (list and abort stale multipart uploads) failing used to turn a complete, verified
-    publication into "error", exit 1, and no --json report at all."""
+    publication into "error", exit 1, and no --json report at all. Since cartsync aborts only the uploads it
+    recorded itself (issue 10 case 2), S3 makes no closing listing at all: a store whose
+    ListMultipartUploads fails on every try publishes with exit 0 and nothing to warn about."""
     monkeypatch.chdir(tmp_path)
     expected = catalog_dataset(tmp_path / "src", {"a.pmtiles": b"a" * 1000, "b.pmtiles": b"b" * 2000}, "tidy")
     seen_put: list[str] = []
@@ -95,12 +97,9 @@ def test_a_failed_clean_up_after_every_upload_succeeded_is_a_warning(s3, tmp_pat
     assert code == 0, err
     report = json.loads(out)["reports"][0]
     assert report["ok"] and sorted(o["key"] for o in report["outcomes"] if o["ok"]) == sorted(expected)
-    warning = ("the closing clean-up failed (ClientError: An error occurred (InternalError) when calling the "
-               "ListMultipartUploads operation (reached max retries: 0): boom); everything above was sent and "
-               "verified, and the next apply tidies up again")
-    assert report["warnings"] == [warning]
-    assert failed and first == expected
-    assert code2 == 0 and out2.splitlines()[1:] == [f"  warning: {warning}"]
+    assert report["warnings"] == []
+    assert failed == [] and first == expected                  # the call is never made
+    assert code2 == 0 and out2.splitlines()[1:] == []
     assert s3_md5s(s3, "ds") == {**expected, "a.pmtiles": hashlib.md5(b"A" * 1000).hexdigest()}
 
 

@@ -324,7 +324,7 @@ def test_upload_zenodo_never_echoes_a_token_given_as_a_path_or_url(tmp_path, mon
      "like a token\n"),
     (["upload-zenodo", "--in-dir", "x", "--upload-method", PASTED],
      "cartsync upload-zenodo: error: argument --upload-method: invalid choice: the value given (60 characters) looks "
-     "like a token (choose from 'all', 'catalog', 'user_list', 'files')\n"),
+     "like a token (choose from 'all', 'catalog', 'files', 'user_list')\n"),
     (["plan", "m.yaml", PASTED], "cartsync: error: unrecognized arguments: the value given (60 characters) looks "
                                  "like a token\n"),
     (["upload-zenodo", "--in-dir", "x", "--zenodo-deposition-id", PASTED, "--title", "t"],
@@ -334,6 +334,8 @@ def test_upload_zenodo_never_echoes_a_token_given_as_a_path_or_url(tmp_path, mon
 def test_a_token_in_any_other_flag_is_described_not_echoed(tmp_path, monkeypatch, capsys, argv, expected):
     from cartsync.cli import main
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "x").mkdir()                  # --in-dir exists and a token is set: the flag under test is refused
+    monkeypatch.setenv("ZENODO_TOKEN", "test-token-zz9")
     try:
         code = main(argv)
     except SystemExit as exc:
