@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 
 from . import __version__, compat, interrupt
 from .cliflags import global_flags
-from .commands import cmd_apply, cmd_plan, cmd_validate
+from .commands import cmd_apply, cmd_check, cmd_plan, cmd_validate
 from .errors import CartsyncError
 
 log = logging.getLogger("cartsync")
@@ -21,6 +21,7 @@ examples:
   cartsync plan manifests/example.yaml --detailed-exitcode   # CI: 0 no changes, 2 changes, 1 error
   cartsync apply manifests/example.yaml --target web --jobs 16
   cartsync apply manifests/example.yaml --dry-run --json
+  cartsync check manifests/example.yaml --target web --deep   # is it viewable? does remote equal local?
   cartsync upload-aws --in-dir out/ --s3-dir s3://bucket/sample --catalog-yaml out/catalog.yaml
   cartsync upload-zenodo --in-dir out/ --upload-method catalog --zenodo-token ~/.zenodo_token \\
       --create-new-deposition --title "My data" --creators "Doe, Jane" --upload-type dataset
@@ -70,6 +71,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="same as plan: print what would change, change nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("check", help="is it viewable? public-side checks (anonymous HTTP); read-only",
+                       description="Check each target from the public side as a browser viewer reads it: the "
+                       "catalog, every file, PMTiles range reads, CORS for the viewer's origin (Zenodo: which "
+                       "record URLs serve ranges and CORS). --deep also reads every file back and compares MD5s. "
+                       "Exit 0: all passed (warnings allowed); 1: a check failed.")
+    p.add_argument("manifest")
+    global_flags(p, here=False)
+    p.add_argument("--target", action="append", default=[], metavar="NAME",
+                   help="only this target (repeatable; default: all)")
+    p.add_argument("--jobs", "-j", type=int, default=8, metavar="N", help="concurrent requests (default 8)")
+    p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    p.add_argument("--origin", metavar="URL", help="the viewer's origin for the CORS checks (default: the target's "
+                   "`origin:`, else CartoScope's https://v3o-main.carto-scope.org)")
+    p.add_argument("--deep", action="store_true", help="read every file back (authenticated) and compare MD5s")
+    p.set_defaults(func=cmd_check)
 
     compat.add_parsers(sub)
     return parser

@@ -14,7 +14,7 @@ import yaml
 
 from . import manifest as manifest_mod
 from .cliflags import global_flags
-from .commands import Output, options_from_args, run_apply
+from .commands import Output, options_from_args, run_apply, run_check
 from .errors import CartsyncError
 
 
@@ -36,6 +36,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--restart", action="store_true", help="re-upload everything (overwrite: always)")
     p.add_argument("--aws", help="accepted for compatibility; not needed (cartsync talks to S3 itself)")
     p.add_argument("--makefn", help=argparse.SUPPRESS)
+    p.add_argument("--check", action="store_true",
+                   help="after a successful upload, run `cartsync check` on it (is it viewable?)")
     _shared(p)
     p.set_defaults(func=cmd_upload_aws)
 
@@ -189,4 +191,7 @@ def run_translated(data: dict[str, Any], args: argparse.Namespace, what: str, as
 
 
 def cmd_upload_aws(args: argparse.Namespace) -> int:
-    return run_translated(aws_manifest(args, Path.cwd()), args, "upload-aws")
+    code = run_translated(aws_manifest(args, Path.cwd()), args, "upload-aws")
+    if code or not args.check or args.print_manifest or args.dry_run:
+        return code
+    return run_check(manifest_mod.from_data(aws_manifest(args, Path.cwd()), Path.cwd() / "<upload-aws flags>"), args)
