@@ -84,3 +84,26 @@ def test_deep_catches_a_changed_file_in_the_record(tmp_path, cli, zenodo):
     assert code == 1
     assert found[("deep", "info.tsv")]["verdict"] == "failed"
     assert found[("deep", "info.tsv")]["evidence"].startswith("read back 8 B, md5 ")
+
+
+def test_a_collection_is_checked_deposition_by_deposition(tmp_path, cli, zenodo):
+    import yaml
+    for ds in ("brain", "lung"):
+        viewable_dataset(tmp_path / "coll" / ds)
+        catalog = tmp_path / "coll" / ds / "catalog.yaml"
+        catalog.write_text(catalog.read_text().replace("id: demo", f"id: {ds}"))
+    target = {"name": "doi", "zenodo": {"url": zenodo.url, "token_env": "ZT", "publish": True, "metadata": {
+        "upload_type": "dataset", "creators": ["Doe, Jane"]}}}
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(yaml.safe_dump({"version": 1, "source": {"dir": "coll", "collection": True},
+                                        "targets": [target]}))
+    code, _, err = cli("apply", manifest, "-q")
+    assert code == 0, err
+    code, out, err = cli("check", manifest, "--json", "--deep")
+    results = json.loads(out)["checks"]
+    assert [r["target"] for r in results] == ["doi/brain", "doi/lung"]
+    for r in results:
+        found = {(f["check"], f["subject"]): f["verdict"] for f in r["findings"]}
+        assert found[("catalog", "catalog.yaml")] == "passed"
+        assert [v for (c, _), v in found.items() if c == "deep"] == ["passed"] * 4
+        assert found[("zenodo", "browser viewer")] == "failed"

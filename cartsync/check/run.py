@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from .. import engine
+from .. import engine, per_dataset
 from .. import inventory as inv
 from ..backends import Backend
 from ..backends.zenodo import ZenodoBackend
@@ -33,6 +33,7 @@ def check(manifest: Manifest, names: tuple[str, ...], origin: str | None, deep_r
     cache = engine.cache_for()
     try:
         files = engine.select(manifest, targets)
+        targets = per_dataset.expand(manifest, targets, files)    # a Zenodo collection: a deposition per dataset
         local = inv.survey(files, cache)
         wanted = set(local) if deep_read else {k for k in local if is_catalog(k)}
         local = inv.hash_missing(local, cache, jobs, keys=wanted)
@@ -51,8 +52,9 @@ def _parallel(fn: Callable[[str], T], keys: list[str], jobs: int) -> list[T]:
 def check_target(backend: Backend, local: Mapping[str, LocalFile], origin: str, deep_read: bool,
                  jobs: int) -> TargetCheck:
     target = backend.target
-    mapping = backend.map_keys(target, sorted(local))
-    mapped = {mapping[k]: lf for k, lf in local.items()}
+    keys = engine.files_for(target, sorted(local))
+    mapping = backend.map_keys(target, keys)
+    mapped = {mapping[k]: local[k] for k in keys}
     base: PublicBase | None = None
     remote = None
     if isinstance(backend, ZenodoBackend):
