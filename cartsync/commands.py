@@ -10,7 +10,8 @@ import os
 import sys
 from dataclasses import dataclass
 
-from . import engine, manifest as manifest_mod, render
+from . import engine, render
+from . import manifest as manifest_mod
 from . import shard as shard_mod
 from .model import Plan, Report
 
@@ -96,7 +97,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def run_check(m: manifest_mod.Manifest, args: argparse.Namespace) -> int:
     """`cartsync check` (and `upload-aws --check`): the check pipeline, then a table per target or JSON."""
-    from .check import render as check_render, run as check_run
+    from .check import render as check_render
+    from .check import run as check_run
     results = check_run.check(m, tuple(getattr(args, "target", None) or ()), getattr(args, "origin", None),
                               getattr(args, "deep", False), getattr(args, "jobs", 8))
     if getattr(args, "json", False):

@@ -157,12 +157,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._record()
         o = self.owner
         origin = self.headers.get("Origin")
-        wanted = [h.strip().lower() for h in self.headers.get("Access-Control-Request-Headers", "").split(",") if h.strip()]
+        asked = self.headers.get("Access-Control-Request-Headers", "")
+        wanted = [h.strip().lower() for h in asked.split(",") if h.strip()]
         allowed = {h.lower() for h in o.allow_headers}
         method = self.headers.get("Access-Control-Request-Method", "")
         if o.fixed_origin is not None:
-            return self._reply(200, {"Access-Control-Allow-Origin": o.fixed_origin,
-                                     "Access-Control-Allow-Methods": "GET, HEAD", "Access-Control-Allow-Headers": "Range"})
+            return self._reply(200, {"Access-Control-Allow-Origin": o.fixed_origin, "Access-Control-Allow-Methods":
+                                     "GET, HEAD", "Access-Control-Allow-Headers": "Range"})
         if o.refuse or not o.cors_allows(origin) or method not in ("GET", "HEAD") or not set(wanted) <= allowed:
             return self._reply(403, {"Content-Type": "application/xml"}, CORS_DENIED)
         headers = {"Access-Control-Allow-Origin": str(origin), "Access-Control-Allow-Methods": "GET, HEAD",

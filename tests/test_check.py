@@ -202,7 +202,8 @@ def test_catalog_differs_from_local(site, cli, tmp_path):
     assert code == 1
     f = found[("catalog", "catalog.yaml")]
     import hashlib
-    remote, local = hashlib.md5(b"id: other\n").hexdigest(), hashlib.md5((tmp_path / "ds/catalog.yaml").read_bytes()).hexdigest()
+    remote = hashlib.md5(b"id: other\n").hexdigest()
+    local = hashlib.md5((tmp_path / "ds/catalog.yaml").read_bytes()).hexdigest()
     assert (f["verdict"], f["evidence"], f["fix"]) == (
         "failed", f"GET 200 OK; differs from the local catalog (md5 {remote}, local {local})", APPLY)
     server.bodies = {"catalog.yaml": b"id: [unclosed\n"}
@@ -305,8 +306,8 @@ def test_local_target_without_public_url(tmp_path, cli):
     assert out.splitlines()[1:] == [
         f"  public-url  {tmp_path / 'out'}  warning  no public URL: cartsync cannot tell where this target is served "
         "over HTTP",
-        " " * (16 + min(48, len(str(tmp_path / 'out')))) + "fix:     set public_url: on the target to the URL it is served at, "
-        "to check it as a viewer",
+        " " * (16 + min(48, len(str(tmp_path / 'out'))))
+        + "fix:     set public_url: on the target to the URL it is served at, to check it as a viewer",
         "Check disk: not checked from the public side — 0 passed, 1 warning(s), 0 failed."]
     code, out, _ = cli("check", manifest, "--deep", "--json")
     (result,) = json.loads(out)["checks"]

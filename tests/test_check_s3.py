@@ -104,7 +104,7 @@ def test_private_bucket_prints_the_public_read_policy(tmp_path, cli, bare_s3, bu
     code, result, found = run_check(cli, manifest)
     assert code == 1
     f = found[("catalog", "catalog.yaml")]
-    assert (f["verdict"], f["evidence"], f["status"]) == ("failed", "GET 403 FORBIDDEN: anonymous read refused", 403)  # moto's reason phrase
+    assert (f["verdict"], f["evidence"], f["status"]) == ("failed", "GET 403 FORBIDDEN: anonymous read refused", 403)
     assert found[("pmtiles", "genes.pmtiles")]["evidence"] == "GET 403 FORBIDDEN: anonymous ranged GET refused"
     policy_block = result["advice"][-1]
     policy = advice.public_policy(bucket, "demo")
