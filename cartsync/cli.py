@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence, TextIO
 
 from . import __version__, compat, interrupt, redact
 from .cliflags import global_flags
-from .commands import cmd_apply, cmd_plan, cmd_unlock, cmd_validate
+from .commands import cmd_apply, cmd_check, cmd_plan, cmd_unlock, cmd_validate
 from .errors import CartsyncError
 
 log = logging.getLogger("cartsync")
@@ -25,6 +25,7 @@ examples:
   cartsync plan manifests/example.yaml --out plan.json --format markdown   # review it, then:
   cartsync apply plan.json                             # exactly that plan, or refused if anything changed
   cartsync unlock manifests/example.yaml --target local   # break a crashed run's lock
+  cartsync check manifests/example.yaml --target web --deep   # is it viewable? does remote equal local?
   cartsync upload-aws --in-dir out/ --s3-dir s3://bucket/sample --catalog-yaml out/catalog.yaml
   cartsync upload-zenodo --in-dir out/ --upload-method catalog --zenodo-token ~/.zenodo_token \\
       --create-new-deposition --title "My data" --creators "Doe, Jane" --upload-type dataset
@@ -87,6 +88,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", required=True, metavar="NAME", help="the target whose lock to remove")
     global_flags(p, here=False)
     p.set_defaults(func=cmd_unlock)
+
+    p = sub.add_parser("check", help="is it viewable? public-side checks (anonymous HTTP); read-only",
+                       description="Check each target from the public side as a browser viewer reads it: the "
+                       "catalog, every file, PMTiles range reads, CORS for the viewer's origin (Zenodo: which "
+                       "record URLs serve ranges and CORS). --deep also reads every file back and compares MD5s. "
+                       "Exit 0: all passed (warnings allowed); 1: a check failed.")
+    p.add_argument("manifest")
+    global_flags(p, here=False)
+    p.add_argument("--target", action="append", default=[], metavar="NAME",
+                   help="only this target (repeatable; default: all)")
+    p.add_argument("--jobs", "-j", type=int, default=8, metavar="N", help="concurrent requests (default 8)")
+    p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    p.add_argument("--origin", metavar="URL", help="the viewer's origin for the CORS checks (default: the target's "
+                   "`origin:`, else CartoScope's https://v3o-main.carto-scope.org)")
+    p.add_argument("--deep", action="store_true", help="read every file back (authenticated) and compare MD5s")
+    p.set_defaults(func=cmd_check)
 
     compat.add_parsers(sub)
     return parser

@@ -140,3 +140,20 @@ def run_apply(m: manifest_mod.Manifest, opts: engine.Options, out: Output, dry_r
     elif out.markdown:
         print(render_md.report_markdown(results), end="")
     return 1 if any(r.failed or r.skipped or r.refused for _, r in results) else 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    return run_check(manifest_mod.load(args.manifest), args)
+
+
+def run_check(m: manifest_mod.Manifest, args: argparse.Namespace) -> int:
+    """`cartsync check` (and `upload-aws --check`): the check pipeline, then a table per target or JSON."""
+    from .check import render as check_render
+    from .check import run as check_run
+    results = check_run.check(m, tuple(getattr(args, "target", None) or ()), getattr(args, "origin", None),
+                              getattr(args, "deep", False), getattr(args, "jobs", 8))
+    if getattr(args, "json", False):
+        print(render.dumps({"checks": [check_render.as_json(r) for r in results]}))
+    else:
+        print("\n\n".join(check_render.text(r, (getattr(args, "verbose", 0) or 0) > 0) for r in results))
+    return 1 if any(r.verdict.value == "failed" for r in results) else 0

@@ -25,7 +25,7 @@ import yaml
 from . import manifest as manifest_mod
 from . import redact, selection
 from .cliflags import global_flags
-from .commands import Output, options_from_args, run_apply
+from .commands import Output, options_from_args, run_apply, run_check
 from .compat_zenodo import NO_DESCRIPTION, UPLOAD_TYPES, zenodo_manifest
 from .errors import CartsyncError, ManifestError
 
@@ -53,6 +53,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    '--region, --ca-bundle, --no-verify-ssl and --no-sign-request are honoured, e.g. '
                    '"aws --endpoint-url https://s3.example.org"')
     p.add_argument("--makefn", help=argparse.SUPPRESS)
+    p.add_argument("--check", action="store_true",
+                   help="after a successful upload, run `cartsync check` on it (is it viewable?)")
     _shared(p)
     p.set_defaults(func=cmd_upload_aws)
 
@@ -208,6 +210,8 @@ def cmd_upload_aws(args: argparse.Namespace) -> int:
         for folder in folders:
             catalog = Path(source["catalog"]) if source.get("catalog") else folder / selection.CATALOG_NAME
             _touch_flags(folder, catalog, _parts(args), "aws")
+        if args.check:          # the published dataset, from the public side (cartsync check)
+            code = run_check(manifest_mod.from_data(data, root / "<upload-aws flags>"), args)
     return code
 
 

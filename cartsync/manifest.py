@@ -53,6 +53,8 @@ class TargetConfig:
     zenodo: ZenodoConfig | None = None
     dataset: str | None = None        # a Zenodo target expanded over a collection: this dataset's (per_dataset)
     max_delete: DeleteLimit = DEFAULT_DELETE_LIMIT
+    public_url: str | None = None     # where browsers read the target (CDN, custom domain); `cartsync check`
+    origin: str | None = None         # the viewer's origin the CORS checks use (`cartsync check`)
 
 
 @dataclass(frozen=True)
@@ -262,6 +264,8 @@ _PATTERN_HINTS = {
     "url": "start it with https://",
     "publication_date": "use YYYY-MM-DD",
     "catalog_as": "a file name without folders, e.g. catalog.yaml",
+    "public_url": "an http(s) URL without credentials, e.g. https://data.example.org/mouse-brain",
+    "origin": "scheme://host[:port] without a path, e.g. https://v3o-main.carto-scope.org",
 }
 
 
@@ -560,9 +564,9 @@ def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems, fi
     if z is not None:
         if not isinstance(z, dict):
             return None
-        if any(k in t for k in ("storage_options", "part_size", "part_concurrency", "headers")):
-            problems.add(["targets", i], "storage_options, part_size, part_concurrency and headers apply to url "
-                         "targets only")
+        if any(k in t for k in ("storage_options", "part_size", "part_concurrency", "headers", "public_url")):
+            problems.add(["targets", i], "storage_options, part_size, part_concurrency, headers and public_url "
+                         "apply to url targets only")
         token_file = None
         if isinstance(z.get("token_file"), str):
             try:
@@ -625,7 +629,8 @@ def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems, fi
     return TargetConfig(name=str(t.get("name")), url=url, storage_options=dict(t.get("storage_options") or {}),
                         delete=bool(t.get("delete", False)), overwrite=str(t.get("overwrite", "changed")),
                         part_size=part_size, part_concurrency=int(t.get("part_concurrency", 4)), headers=tuple((g, dict(h)) for g, h in headers.items()), zenodo=cfg,
-                        max_delete=delete_limit(t.get("max_delete")))
+                        max_delete=delete_limit(t.get("max_delete")),
+                        public_url=_opt_str(t.get("public_url")), origin=_opt_str(t.get("origin")))
 
 
 def delete_limit(value: Any) -> DeleteLimit:
@@ -636,3 +641,7 @@ def delete_limit(value: Any) -> DeleteLimit:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return DeleteLimit(count=value)
     return DEFAULT_DELETE_LIMIT       # absent, or a wrong form the schema check reports
+
+
+def _opt_str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

@@ -51,8 +51,16 @@ _ROUTES = [(re.compile(p), m) for p, m in [
     (r"/api/files/(?P<bucket>[^/]+)", {"GET": "bucket_list"}),
     (r"/api/files/(?P<bucket>[^/]+)/(?P<key>[^/]+)", {"PUT": "bucket_put", "GET": "bucket_get",
                                                       "DELETE": "bucket_delete"}),
-    (r"/api/records/(?P<id>\d+)(?:/draft)?/files/(?P<key>[^/]+)/content", {"GET": "download"}),
+    (r"/api/records/(?P<id>\d+)/draft/files/(?P<key>[^/]+)/content", {"GET": "download"}),
+    # A published record's files, anonymously, at the two public URLs (zenodo/zenodo#2593, see _public_file)
+    (r"/api/records/(?P<id>\d+)/files/(?P<key>[^/]+)/content", {"GET": "api_content", "HEAD": "api_content"}),
+    (r"/records/(?P<id>\d+)/files/(?P<key>[^/]+)", {"GET": "record_file", "HEAD": "record_file"}),
 ]]
+_PUBLIC = {"api_content", "record_file"}
+# invenio-rest's CORS answer on the API (Access-Control-Allow-Origin: * for any Origin; exposed headers as its
+# default configuration lists them: inferred)
+API_EXPOSE = "Content-Type, ETag, Link, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset"
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 def _now() -> str:
@@ -157,7 +165,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _go(self) -> None:
         self.server.fake._handle(self)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _go
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _go
 
 
 class ZenodoFake:
@@ -370,7 +378,7 @@ class ZenodoFake:
         for k, v in headers.items():
             h.send_header(k, v)
         h.end_headers()
-        if data:
+        if data and method != "HEAD":
             h.wfile.write(data)
 
     def _owner(self, h: _Handler, query: dict) -> int:
@@ -392,6 +400,8 @@ class ZenodoFake:
         if method not in methods:
             return _err(405, "Method not allowed.")
         name, args = methods[method], m.groupdict()
+        if name in _PUBLIC:  # anonymous, as a browser reads a published record
+            return self._public_file(h, int(args["id"]), unquote(args["key"]), ranges=name == "record_file")
         owner = self._owner(h, query)
         if "key" in args:
             args["key"] = unquote(args["key"])
@@ -660,6 +670,33 @@ class ZenodoFake:
         return Resp(200, f.data, "application/octet-stream") if f else _err(404, NOT_FOUND)
 
     _h_download = _h_bucket_get
+
+    def _public_file(self, h: _Handler, dep_id: int, key: str, ranges: bool) -> Resp:
+        """A published record's file, anonymously (a draft has no public URL: 404). The two URLs behave as
+        Zenodo's do (zenodo/zenodo#2593): the record URL (/records/<id>/files/<key>) answers Range with 206
+        and sends no CORS headers; the API URL (/api/records/<id>/files/<key>/content) sends CORS headers and
+        ignores Range (200, the whole file). ETag "md5:<hex>" as Zenodo sends it."""
+        with self._lock:
+            dep = self.depositions.get(dep_id)
+            f = dep.files.get(key) if dep is not None and dep.submitted else None
+        if f is None:
+            return _err(404, NOT_FOUND)
+        headers = {"ETag": f'"md5:{f.md5}"', "Content-Disposition": f"attachment; filename={quote(key)}"}
+        if not ranges:
+            if h.headers.get("Origin"):
+                headers.update({"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": API_EXPOSE})
+            return Resp(200, f.data, "application/octet-stream", headers)
+        headers["Accept-Ranges"] = "bytes"
+        m = _RANGE.match(h.headers.get("Range", ""))
+        if m and (m.group(1) or m.group(2)):
+            size = len(f.data)
+            start = int(m.group(1)) if m.group(1) else max(0, size - int(m.group(2)))
+            end = min(int(m.group(2)), size - 1) if m.group(1) and m.group(2) else size - 1
+            if start >= size or start > end:
+                return Resp(416, b"", "application/octet-stream", {"Content-Range": f"bytes */{size}"})
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+            return Resp(206, f.data[start:end + 1], "application/octet-stream", headers)
+        return Resp(200, f.data, "application/octet-stream", headers)
 
     def _h_bucket_delete(self, dep: Deposition, key: str, **_) -> Resp:
         self._unlocked(dep, _err(403, DENIED))
