@@ -6,7 +6,8 @@ import logging
 import os
 import sys
 import traceback
-from typing import Any, Callable, Sequence, TextIO
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
 
 from . import __version__, compat, interrupt, redact
 from .cliflags import global_flags

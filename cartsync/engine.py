@@ -8,20 +8,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from . import inventory as inv
 from . import locks, per_dataset, selection
 from . import shard as shard_mod
-from .per_dataset import dataset_of
 from .backends import Backend, Features, backend_class, open_backend
 from .errors import PlanError
 from .manifest import Manifest, TargetConfig
-from .model import KeyRange, LocalFile, Plan, RemoteFile, Report, Scope, SourceFile
+from .model import WHOLE_TARGET, KeyRange, LocalFile, Plan, RemoteFile, Report, Scope, SourceFile
+from .per_dataset import dataset_of
 from .planner import guarded, make_plan
 from .render import human_size
 from .retry import RetryPolicy
@@ -70,7 +70,7 @@ def apply(manifest: Manifest, options: Options, on_plan: Callable[[list[Plan]], 
                              hash_all=on_inputs is not None, on_inputs=on_inputs)
             if on_plan is not None:
                 on_plan(plans)
-            for backend, p in zip(backends, plans):
+            for backend, p in zip(backends, plans, strict=False):
                 report = execute(backend, p, options)
                 results.append((p, report))
                 if on_report is not None:
@@ -188,13 +188,13 @@ def _check_key_lengths(target: TargetConfig, feats: Features, keys: list[str]) -
 
 
 def plan_target(backend: Backend, target: TargetConfig, local: dict[str, LocalFile],
-                remote: dict[str, RemoteFile] | None = None, scope: Scope = Scope(),
+                remote: dict[str, RemoteFile] | None = None, scope: Scope = WHOLE_TARGET,
                 allow_mass_delete: bool = False) -> Plan:
     """Diff the target's listing (made here unless given) against the local inventory, under the max_delete
     guard. Writes nothing remotely."""
     mapping = backend.map_keys(target, files_for(target, sorted(local)))
     mapped = {mapping[k]: local[k] for k in mapping}
-    remote = locks.without_lock(backend.list()) if remote is None else remote
+    remote = locks.without_lock(backend.listing()) if remote is None else remote
     remote = backend.resolve(remote, mapped)
     _check_limits(backend.features, {k: f.size for k, f in mapped.items()}, remote, target)
     plan = make_plan(target.name, backend.url, mapped, remote, overwrite=target.overwrite, delete=target.delete,
@@ -231,7 +231,10 @@ def opened(manifest: Manifest, targets: list[TargetConfig], cache: inv.HashCache
                 for part in parts if parts is not None and t.dataset is None else [""]:
                     stack.enter_context(locks.machine_lock(manifest, t, part))
         backends: list[Backend] = []
-        stack.callback(lambda: [b.close() for b in backends])
+        def close_all() -> None:
+            for b in backends:
+                b.close()
+        stack.callback(close_all)
         for t in targets:
             backends.append(open_backend(t, cache))
         if lock and (parts is None or "" in parts):
@@ -244,7 +247,7 @@ Inputs = Callable[[dict[str, LocalFile], dict[str, dict[str, RemoteFile]]], None
 
 
 def plan_all(backends: list[Backend], files: list[SourceFile], cache: inv.HashCache,
-             jobs: int | None = None, scope: Scope = Scope(), allow_mass_delete: bool = False,
+             jobs: int | None = None, scope: Scope = WHOLE_TARGET, allow_mass_delete: bool = False,
              hash_all: bool = False, on_inputs: Inputs | None = None) -> list[Plan]:
     """One plan per target. The source is surveyed (stat, cached hashes) while every target is listed;
     then only the files whose plan depends on their content are hashed (those with a same-size copy on
@@ -252,11 +255,11 @@ def plan_all(backends: list[Backend], files: list[SourceFile], cache: inv.HashCa
     `on_inputs` sees the inventory and each target's listing before planning (saved plans check them)."""
     with ThreadPoolExecutor(max_workers=len(backends) or 1, thread_name_prefix="list") as pool:
         within = KeyRange.of(scope)
-        listings = [pool.submit(b.list, within) if within else pool.submit(b.list) for b in backends]
+        listings = [pool.submit(b.listing, within) for b in backends]
         local = inv.survey(files, cache)
         remotes = [locks.without_lock(pending.result()) for pending in listings]
     compared: set[str] = set()
-    for backend, remote in zip(backends, remotes):
+    for backend, remote in zip(backends, remotes, strict=False):
         mapping = backend.map_keys(backend.target, files_for(backend.target, sorted(local)))
         compared |= {k for k, t in mapping.items() if (r := remote.get(t)) is not None and r.size == local[k].size}
     local = inv.hash_missing(local, cache, jobs, keys=None if hash_all else compared)
@@ -264,8 +267,9 @@ def plan_all(backends: list[Backend], files: list[SourceFile], cache: inv.HashCa
              human_size(sum(f.size for f in local.values())), human_size(cache.bytes_hashed), cache.hits,
              sum(1 for f in local.values() if f.md5 is None))
     if on_inputs is not None:
-        on_inputs(local, {b.target.name: r for b, r in zip(backends, remotes)})
-    return [plan_target(b, b.target, local, remote, scope, allow_mass_delete) for b, remote in zip(backends, remotes)]
+        on_inputs(local, {b.target.name: r for b, r in zip(backends, remotes, strict=False)})
+    return [plan_target(b, b.target, local, remote, scope, allow_mass_delete)
+            for b, remote in zip(backends, remotes, strict=True)]
 
 
 def unlock(manifest: Manifest, name: str) -> str:
@@ -283,7 +287,7 @@ def unlock(manifest: Manifest, name: str) -> str:
 
 
 def execute(backend: Backend, plan: Plan, opts: Options) -> Report:
-    from .executor import Executor     # (and tqdm) only when something is applied
+    from .executor import Executor  # (and tqdm) only when something is applied
     return Executor(backend, RetryPolicy.from_env(), opts.jobs, opts.show_progress).run(plan)
 
 

@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 ABORT_SECONDS = 3.0          # the hooks' share of the 5 s promised to the user
 _hooks: list[Callable[[], None]] = []
@@ -46,10 +46,8 @@ def _say(text: str) -> None:
 
 def _quit() -> None:
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with suppress(OSError, ValueError):
             stream.flush()
-        except (OSError, ValueError):
-            pass
     os._exit(130)
 
 
@@ -57,10 +55,8 @@ def _run_hooks() -> None:
     with _lock:
         hooks = list(_hooks)
     for hook in hooks:
-        try:
+        with suppress(Exception):      # best effort: the next apply aborts what is left
             hook()
-        except Exception:  # noqa: BLE001 — best effort: the next apply aborts what is left
-            pass
 
 
 def _handle(signum: int, frame: object) -> None:

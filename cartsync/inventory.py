@@ -15,10 +15,11 @@ import os
 import sqlite3
 import tempfile
 import threading
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Callable, Collection, Iterable, Iterator
+from typing import IO
 
 from .errors import CartsyncError, SourceChanged, SourceError
 from .model import LocalFile, SourceFile

@@ -184,7 +184,7 @@ class _Problems:
         self.lines.append(line)
 
     def sorted(self) -> list[str]:
-        return [text for _, text in sorted(zip(self.lines, self.items), key=lambda p: p[0])]
+        return [text for _, text in sorted(zip(self.lines, self.items, strict=False), key=lambda p: p[0])]
 
 
 def _describe(value: Any) -> str:
@@ -388,7 +388,7 @@ def _build(file: Path, data: dict[str, Any], problems: _Problems) -> Manifest | 
 
     targets: list[TargetConfig] = []
     seen: dict[str, int] = {}
-    raw_targets = data.get("targets") if isinstance(data.get("targets"), list) else []
+    raw_targets: list[Any] = data["targets"] if isinstance(data.get("targets"), list) else []
     for i, t in enumerate(raw_targets):
         if not isinstance(t, dict):
             continue
@@ -576,7 +576,7 @@ def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems, fi
         if "token_file" in z and "token_env" in z:
             problems.add(["targets", i, "zenodo"], "give token_file or token_env, not both")
         _zenodo_secrets(z, token_file, ["targets", i, "zenodo"], problems)
-        meta = z.get("metadata") if isinstance(z.get("metadata"), dict) else {}
+        meta: dict[str, Any] = z["metadata"] if isinstance(z.get("metadata"), dict) else {}
         if str(z.get("deposition", "new")) == "new":
             # a collection's depositions take title and description from each dataset's catalog
             needed = ("upload_type", "creators") if collection else ("title", "upload_type", "description", "creators")
@@ -594,9 +594,10 @@ def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems, fi
                                                                  sort_keys=True, default=str)))
         url = cfg.url
     else:
-        cfg, url = None, t.get("url")
-        if not isinstance(url, str):
+        cfg, given = None, t.get("url")
+        if not isinstance(given, str):
             return None
+        url = given
         if "://" not in url:
             try:
                 url = str(expand_path(url, base))
@@ -625,10 +626,11 @@ def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems, fi
     if part_size < 5 * 2**20:
         problems.add(["targets", i, "part_size"], f"{part_size} bytes is below the S3 minimum part size",
                      "use at least 5MiB")
-    headers = t.get("headers") if isinstance(t.get("headers"), dict) else {}
+    headers: dict[str, Any] = t["headers"] if isinstance(t.get("headers"), dict) else {}
     return TargetConfig(name=str(t.get("name")), url=url, storage_options=dict(t.get("storage_options") or {}),
                         delete=bool(t.get("delete", False)), overwrite=str(t.get("overwrite", "changed")),
-                        part_size=part_size, part_concurrency=int(t.get("part_concurrency", 4)), headers=tuple((g, dict(h)) for g, h in headers.items()), zenodo=cfg,
+                        part_size=part_size, part_concurrency=int(t.get("part_concurrency", 4)),
+                        headers=tuple((g, dict(h)) for g, h in headers.items()), zenodo=cfg,
                         max_delete=delete_limit(t.get("max_delete")),
                         public_url=_opt_str(t.get("public_url")), origin=_opt_str(t.get("origin")))
 

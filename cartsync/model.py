@@ -71,6 +71,9 @@ class Scope:
         return self.datasets is None or key.split("/", 1)[0] in self.datasets
 
 
+WHOLE_TARGET = Scope()       # the default scope: a run owns every key under the target
+
+
 @dataclass(frozen=True)
 class KeyRange:
     """Keys k with start_after < k < stop_at (relative to the target, byte order as S3 lists them):

@@ -1,11 +1,11 @@
 """Pure: (local inventory, remote listing, target settings) → Plan. No I/O."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import Mapping
 
 from .errors import PlanError
-from .model import Action, Change, DeleteLimit, Kind, LocalFile, Plan, RemoteFile, Scope
+from .model import WHOLE_TARGET, Action, Change, DeleteLimit, Kind, LocalFile, Plan, RemoteFile, Scope
 
 
 def _order(action: Action) -> tuple[int, str]:
@@ -65,7 +65,7 @@ def header_drift(have: tuple[tuple[str, str], ...] | None, want: Mapping[str, st
 
 
 def make_plan(target: str, url: str, local: Mapping[str, LocalFile], remote: Mapping[str, RemoteFile], *,
-              overwrite: str = "changed", delete: bool = False, scope: Scope = Scope(), folders: bool = False,
+              overwrite: str = "changed", delete: bool = False, scope: Scope = WHOLE_TARGET, folders: bool = False,
               changes: tuple[Change, ...] = (), notes: tuple[str, ...] = (),
               headers: Mapping[str, Mapping[str, str]] | None = None) -> Plan:
     """`folders`: the target is a real folder tree (a local target), where a file and a folder cannot share

@@ -31,7 +31,7 @@ class _Tqdm(tqdm):
     work = ""
 
     @property
-    def format_dict(self):  # type: ignore[override]
+    def format_dict(self):
         return {**super().format_dict, "work": self.work}
 
 

@@ -90,7 +90,8 @@ def report_text(report: Report) -> str:
 
 def report_json(report: Report) -> dict[str, Any]:
     return {
-        "target": report.target, "url": report.url, "ok": not report.failed and not report.skipped and not report.refused,
+        "target": report.target, "url": report.url,
+        "ok": not report.failed and not report.skipped and not report.refused,
         "bytes_sent": report.bytes_sent, "seconds": round(report.seconds, 3), "retries": report.retries,
         "outcomes": [{"action": o.action.kind.value, "key": o.action.key, "ok": o.ok, "error": o.error,
                       "retries": o.retries, "bytes_sent": o.bytes_sent} for o in report.outcomes],

@@ -83,7 +83,7 @@ def is_retryable(exc: BaseException) -> bool:
         return True
     if not isinstance(getattr(exc, "response", None), dict) and isinstance(
             getattr(exc.__cause__, "response", None), dict):
-        exc = exc.__cause__  # s3fs wraps botocore's ClientError in an OSError; judge the original
+        exc = exc.__cause__ or exc  # s3fs wraps botocore's ClientError in an OSError; judge the original
     response = getattr(exc, "response", None)
     if isinstance(response, dict):   # botocore ClientError
         code = str(response.get("Error", {}).get("Code", ""))

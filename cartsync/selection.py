@@ -20,8 +20,9 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from . import patterns, yamlsafe
 from .errors import SourceError
@@ -164,7 +165,8 @@ def _read_catalog(path: Path) -> dict[str, Any]:
         line = f":{exc.line}" if exc.line else ""
         raise SourceError(f"{path}{line}: catalog is not valid YAML: {exc.problem}", exc.hint) from None
     if not isinstance(data, dict):
-        raise SourceError(f"{path}: catalog must be a mapping, got {type(data).__name__ if data is not None else 'an empty file'}")
+        got = type(data).__name__ if data is not None else "an empty file"
+        raise SourceError(f"{path}: catalog must be a mapping, got {got}")
     return data
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from .errors import CartsyncError
 
@@ -80,7 +80,7 @@ def share(sizes: Mapping[str, int], shard: Shard) -> list[str]:
     weights = [max(sizes[d], 0) for d in ids] if sum(sizes.values()) > 0 else [1] * len(ids)
     total = sum(weights)
     mine, before = [], 0
-    for d, w in zip(ids, weights):
+    for d, w in zip(ids, weights, strict=False):
         mid = before + w / 2
         if min(int(mid * shard.count // total) + 1, shard.count) == shard.index:
             mine.append(d)

@@ -42,7 +42,7 @@ def backend(request, tmp_path):
 
 def run_contract(backend, tmp_path: Path) -> None:
     """The contract every backend keeps; also called by test_s3.py and test_zenodo.py."""
-    assert backend.list() == {}
+    assert backend.listing() == {}
     a = local_file(tmp_path, "a.pmtiles", os.urandom(5000))
     b = local_file(tmp_path, "sub/b.tsv", b"x\ty\n")
     e = local_file(tmp_path, "empty.txt", b"")
@@ -51,16 +51,16 @@ def run_contract(backend, tmp_path: Path) -> None:
     for f in (a, b, e):
         got = backend.upload(f, keys[f.key], noop)
         assert (got.key, got.size) == (keys[f.key], f.size)
-    listing = backend.resolve(backend.list(), {keys[f.key]: f for f in (a, b, e)})
+    listing = backend.resolve(backend.listing(), {keys[f.key]: f for f in (a, b, e)})
     assert {k: (r.size, r.md5) for k, r in listing.items()} == {
         keys[f.key]: (f.size, f.md5) for f in (a, b, e)}
     # replace with same-size different content: exactly one file with the new content
     a2 = local_file(tmp_path, "a.pmtiles", os.urandom(5000))
     backend.upload(a2, keys["a.pmtiles"], noop)
-    listing = backend.resolve(backend.list(), {keys[f.key]: f for f in (a2, b, e)})
+    listing = backend.resolve(backend.listing(), {keys[f.key]: f for f in (a2, b, e)})
     assert listing[keys["a.pmtiles"]].md5 == a2.md5 and len(listing) == 3
     backend.delete(listing[keys["sub/b.tsv"]])
-    assert set(backend.list()) == {keys["a.pmtiles"], keys["empty.txt"]}
+    assert set(backend.listing()) == {keys["a.pmtiles"], keys["empty.txt"]}
 
 
 def test_backend_contract(backend, tmp_path):
@@ -73,4 +73,4 @@ def test_listing_stays_inside_prefix(tmp_path):
     (tmp_path / "sample10" / "x.txt").write_text("other dataset")
     (tmp_path / "sample1").mkdir()
     b = open_backend(TargetConfig(name="s", url=str(tmp_path / "sample1")), cache)
-    assert b.list() == {}
+    assert b.listing() == {}

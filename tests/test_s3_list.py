@@ -314,8 +314,8 @@ def test_fast_listing_equals_botocore_listing(s3, listed, tmp_path):
     a multipart object keeps its ETag and has no md5."""
     bucket, expected = listed
     opts = {"endpoint_url": s3.endpoint_url}
-    fast = backend_for(f"s3://{bucket}/{PREFIX}", opts, tmp_path).list()
-    slow = backend_for(f"s3://{bucket}/{PREFIX}", opts, tmp_path, botocore=True).list()
+    fast = backend_for(f"s3://{bucket}/{PREFIX}", opts, tmp_path).listing()
+    slow = backend_for(f"s3://{bucket}/{PREFIX}", opts, tmp_path, botocore=True).listing()
     assert fast == slow
     assert fast == expected
     assert fast["big.pmtiles"] == RemoteFile("big.pmtiles", 5 * MiB + 1000, None, expected["big.pmtiles"].etag)
@@ -328,7 +328,7 @@ def test_fast_path_is_used_by_default(s3, listed, tmp_path):
     backend = backend_for(f"s3://{bucket}/{PREFIX}", {"endpoint_url": s3.endpoint_url}, tmp_path)
     assert backend._fast is not None
     s3.reset_counts()
-    assert backend.list() == expected
+    assert backend.listing() == expected
     assert botocore_made(backend) == set() and backend._fast is not None
     assert [r.op for r in s3.request_log] == ["ListObjectsV2", "ListObjectsV2"]
     first, second = (dict(parse_qsl(r.query, keep_blank_values=True)) for r in s3.request_log)
@@ -372,9 +372,9 @@ def test_anonymous_listing_matches_botocore(s3, tmp_path):
     opts = {"endpoint_url": s3.endpoint_url, "anon": True}
     backend = backend_for(f"s3://{s3.bucket}/ds", opts, tmp_path)
     assert backend._fast is not None and backend._fast.creds is None
-    fast = backend.list()
+    fast = backend.listing()
     assert botocore_made(backend) == set()
-    assert fast == backend_for(f"s3://{s3.bucket}/ds", opts, tmp_path, botocore=True).list()
+    assert fast == backend_for(f"s3://{s3.bucket}/ds", opts, tmp_path, botocore=True).listing()
     assert {k: r.size for k, r in fast.items()} == {"a b.txt": 3, "é.txt": 4}
 
 
@@ -496,10 +496,10 @@ def test_fast_path_signs_with_botocores_region_and_token(monkeypatch, aws_env, t
         opts = {"endpoint_url": stub.url, **options}
         fast = backend_for("s3://stub/pre", opts, tmp_path)
         assert fast._fast is not None
-        listed_fast = fast.list()
+        listed_fast = fast.listing()
         ours = [h for m, t, h in stub.requests]
         stub.requests.clear()
-        assert backend_for("s3://stub/pre", opts, tmp_path, botocore=True).list() == listed_fast
+        assert backend_for("s3://stub/pre", opts, tmp_path, botocore=True).listing() == listed_fast
         theirs = [h for m, t, h in stub.requests if "list-type=2" in t]
     assert len(ours) == 1 and theirs
     assert scope_of(ours[0]["authorization"]) == scope_of(theirs[0]["authorization"])
@@ -613,7 +613,7 @@ def test_transient_fault_on_a_listing_page_is_retried(s3, listed, tmp_path, kind
         proxy.schedule(kind, 1, continuation_page)
         backend = backend_for(f"s3://{bucket}/{PREFIX}", {"endpoint_url": proxy.url}, tmp_path,
                               botocore=path == "botocore")
-        assert backend.list() == expected
+        assert backend.listing() == expected
         assert proxy.faults_injected == {kind: 1}
     assert backend.retries == 1
     assert bool(botocore_made(backend)) == (path == "botocore")        # no fallback: the fast path coped
@@ -639,10 +639,10 @@ def test_unexpected_answer_falls_back_to_botocore(s3, tmp_path, caplog):
         proxy.fail_always(first_listing, status=301, body=redirect, headers={"x-amz-bucket-region": "eu-central-1"})
         backend = backend_for(f"s3://{s3.bucket}/ds", {"endpoint_url": proxy.url}, tmp_path)
         assert backend._fast is not None
-        got = backend.list()
+        got = backend.listing()
         assert proxy.faults_injected == {"fail_always": 1}
     assert got == backend_for(f"s3://{s3.bucket}/ds", {"endpoint_url": s3.endpoint_url}, tmp_path,
-                              botocore=True).list()
+                              botocore=True).listing()
     assert {k: r.size for k, r in got.items()} == {"a b.txt": 3, "é.txt": 4}
     assert backend._fast is None and botocore_made(backend) == {"client"} and backend.retries == 0
     assert "listing through botocore instead (HTTP 301 PermanentRedirect)" in caplog.text

@@ -24,7 +24,7 @@ def test_contract_on_zenodo(zenodo, tmp_path):
                        marker="cartsync:contract")
     backend = ZenodoBackend(TargetConfig(name="z", url=zenodo.url, zenodo=cfg), HashCache(tmp_path / "h.sqlite3"))
     from cartsync.model import Plan
-    backend.list()
+    backend.listing()
     backend.begin(Plan("z", "u", ()))        # creates the draft the contract writes to
     run_contract(backend, tmp_path)
 

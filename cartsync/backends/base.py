@@ -10,8 +10,9 @@ from __future__ import annotations
 import ssl
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from ..errors import CartsyncError, RemoteError
@@ -65,7 +66,7 @@ class Backend(ABC):
         return {k: k for k in keys}
 
     @abstractmethod
-    def list(self, within: KeyRange | None = None) -> dict[str, RemoteFile]:
+    def listing(self, within: KeyRange | None = None) -> dict[str, RemoteFile]:
         """Every file under the target, keyed by relative key, from one (paginated) listing.
 
         `within`: the caller needs only keys in that range (a shard's datasets); a backend may list just
@@ -105,7 +106,7 @@ class Backend(ABC):
     def delete(self, remote: RemoteFile) -> None:
         """Remove one file. Only called for keys inside the target, after every upload succeeded."""
 
-    def interrupted(self) -> None:
+    def interrupted(self) -> None:  # noqa: B027 — optional: most backends have nothing to abort
         """Ctrl-C during the transfers: abort what this run left open (called once, from another thread,
         while transfers may still run, shortly before the process exits). Default: nothing to do."""
 
@@ -113,7 +114,7 @@ class Backend(ABC):
         """Called once after all transfers (Zenodo: publish when asked and ok)."""
         return []
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 — optional: a backend without connections has nothing to release
         """Release connections."""
 
 
@@ -143,7 +144,8 @@ def unreachable(backend: Backend, exc: BaseException) -> BaseException:
     if gai is not None:
         host = urlsplit(where).hostname if "://" in where else where
         again = f"; tried {tries} times" if is_retryable(gai) else ""
-        return RemoteError(f"target {backend.target.name}: cannot resolve the host name {host!r} ({gai.strerror}{again})",
+        return RemoteError(f"target {backend.target.name}: cannot resolve the host name {host!r} "
+                           f"({gai.strerror}{again})",
                            "check the host in storage_options.endpoint_url (or the url), and the network's DNS")
     if "Proxy" in type(exc).__name__:
         return RemoteError(f"target {backend.target.name}: cannot reach the proxy {proxy_for(where)} on the way to "

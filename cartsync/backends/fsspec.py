@@ -14,14 +14,14 @@ removes the folders it leaves empty.
 from __future__ import annotations
 
 import base64
-import builtins
 import contextlib
 import hashlib
 import logging
 import os
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -75,7 +75,7 @@ class FsspecBackend(Backend):
     def path(self, key: str) -> str:
         return f"{self.root}/{key}"
 
-    def list(self, within: KeyRange | None = None) -> dict[str, RemoteFile]:
+    def listing(self, within: KeyRange | None = None) -> dict[str, RemoteFile]:
         def find() -> dict[str, Any]:
             self.fs.invalidate_cache()
             try:
@@ -122,7 +122,7 @@ class FsspecBackend(Backend):
         if not self.local:
             log.info("%s lists no checksums: reading %d file(s) back to compare content", self.url, len(todo))
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-            digests = dict(zip((r.key for r in todo), pool.map(lambda r: self.remote_md5(r.key), todo)))
+            digests = dict(zip((r.key for r in todo), pool.map(lambda r: self.remote_md5(r.key), todo), strict=False))
         return {k: (RemoteFile(k, r.size, digests[k], r.etag, r.extra) if k in digests else r)
                 for k, r in remote.items()}
 
@@ -130,7 +130,7 @@ class FsspecBackend(Backend):
         return tuple(Change("-", f"temp file {key}", "left by an interrupted copy; removed on apply")
                      for key in sorted(self.stale))
 
-    def begin(self, plan: Plan) -> builtins.list[Change]:
+    def begin(self, plan: Plan) -> list[Change]:
         """Remove the temp files an interrupted copy left (cartsync's own: no delete: true needed)."""
         done = []
         for change, key in zip(self.plan_changes(plan), sorted(self.stale), strict=True):
@@ -153,7 +153,8 @@ class FsspecBackend(Backend):
         size = int(self.fs.info(dest)["size"])
         md5 = self.remote_md5(key)
         if size != local.size or md5 != local.md5:
-            raise VerifyError(f"{key}: stored copy differs (size {size}, md5 {md5}; expected {local.size}, {local.md5})")
+            raise VerifyError(f"{key}: stored copy differs (size {size}, md5 {md5}; "
+                              f"expected {local.size}, {local.md5})")
         return RemoteFile(key, size, md5)
 
     def _put_local(self, local: LocalFile, dest: Path, progress: Progress) -> None:

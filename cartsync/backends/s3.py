@@ -197,7 +197,7 @@ class S3Backend(Backend):
 
     # ---- reading -------------------------------------------------------------------------------
 
-    def list(self, within: KeyRange | None = None) -> dict[str, RemoteFile]:
+    def listing(self, within: KeyRange | None = None) -> dict[str, RemoteFile]:
         prefix = self.prefix + "/" if self.prefix else ""
         # a shard lists only its run of datasets: from just after `start_after` to `stop_at`, in key order
         span = (prefix + within.start_after, prefix + within.stop_at) if within else None
@@ -304,7 +304,7 @@ class S3Backend(Backend):
         for ps in dict.fromkeys(candidates):
             if math.ceil(lf.size / ps) != parts:
                 continue
-            digest = cached_digest(self.cache, lf.path, f"etag:{ps}", lambda p, ps=ps: multipart_etag(p, ps))
+            digest = cached_digest(self.cache, lf.path, f"etag:{ps}", functools.partial(multipart_etag, part_size=ps))
             if digest == etag:
                 return True
         return False
@@ -589,3 +589,4 @@ class S3Backend(Backend):
             self.registry.close()
         if "objects" in self.__dict__:
             self.objects.close()
+

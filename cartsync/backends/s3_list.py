@@ -19,10 +19,11 @@ import http.client
 import os
 import re
 import ssl
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any
 from urllib.parse import quote, unquote_plus, urlsplit
-from urllib.request import getproxies_environment, proxy_bypass_environment
+from urllib.request import getproxies_environment, proxy_bypass_environment  # type: ignore[attr-defined]
 from xml.etree import ElementTree
 
 from ..errors import AuthError, RemoteError
@@ -227,7 +228,8 @@ class Lister:
             return body
         code = _error_code(body)
         if resp.status == 404 and code == "NoSuchBucket":
-            raise RemoteError(f"bucket {self.bucket!r} does not exist", "create it first, or fix the bucket name in the url")
+            raise RemoteError(f"bucket {self.bucket!r} does not exist",
+                              "create it first, or fix the bucket name in the url")
         if resp.status == 403 and code in ("AccessDenied", "AllAccessDisabled", "AccountProblem"):
             raise AuthError("access denied")
         if resp.status >= 500 or resp.status in (408, 429) or code in ("SlowDown", "RequestTimeout"):
@@ -276,7 +278,7 @@ class Lister:
 
 def _default_cafile() -> str | None:
     try:
-        import certifi     # what botocore verifies against
+        import certifi  # what botocore verifies against
     except ImportError:
         return None
     return certifi.where()

@@ -11,30 +11,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import CartsyncError, PlanError, RemoteError, VerifyError
 from ..model import Change, KeyRange, Kind, LocalFile, Plan, RemoteFile, Report
 from .base import Backend, Features, Progress
 from .zenodo_client import ZenodoClient
-from .zenodo_meta import desired_metadata, metadata_diff
+from .zenodo_meta import desired_metadata, md5_of, metadata_diff, remote_files
 
 log = logging.getLogger(__name__)
-
-
-def _md5(checksum: str) -> str:
-    return checksum.split(":", 1)[1] if checksum.startswith("md5:") else checksum
-
-
-def remote_files(dep: Mapping[str, Any]) -> dict[str, RemoteFile]:
-    out = {}
-    for f in dep.get("files") or []:
-        name = f.get("filename") or f.get("key")
-        checksum = f.get("checksum")        # absent from a non-conforming server: "no checksum", not "differs"
-        out[name] = RemoteFile(name, int(float(f.get("filesize", f.get("size", 0)))),
-                               _md5(str(checksum)) if checksum else None, None, (("id", str(f.get("id", ""))),))
-    return out
 
 
 class StateFile:
@@ -132,7 +119,7 @@ class ZenodoBackend(Backend):
                             + "\n  ".join(lines), "rename them, or publish each folder to its own deposition")
         return {k: k.rsplit("/", 1)[-1] for k in keys}
 
-    def list(self, within: KeyRange | None = None) -> dict[str, RemoteFile]:
+    def listing(self, within: KeyRange | None = None) -> dict[str, RemoteFile]:
         dep_id = self.cfg.deposition
         if dep_id == "new":
             dep_id = str(self.state.read().get("deposition_id") or "")
@@ -236,7 +223,7 @@ class ZenodoBackend(Backend):
             raise RemoteError(f"{key}: Zenodo answered the upload without a checksum, so it cannot be verified",
                               f"check that {self.cfg.url} is Zenodo (or a proxy passing its answers on "
                               "unchanged); re-run to try again")
-        md5, size = _md5(str(resp.get("checksum", ""))), int(resp.get("size", -1))
+        md5, size = md5_of(str(resp.get("checksum", ""))), int(resp.get("size", -1))
         if (md5, size) != (local.md5, local.size):
             raise VerifyError(f"{key}: Zenodo stored md5 {md5}, {size} bytes; expected {local.md5}, {local.size}")
         return RemoteFile(key, size, md5)

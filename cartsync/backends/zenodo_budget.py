@@ -6,7 +6,8 @@ one node), so the budget is kept in a file in the cache folder, one per (server,
 hash, never the token — holding the send times of the last hour. Before each request a process takes a
 slot under an exclusive lock on that file, waiting (visibly at -v) until the oldest send in a full window
 ages out. A 429 from other machines sharing the token is still possible and is retried as documented
-(Retry-After). Limits: CARTSYNC_ZENODO_RATE, e.g. "100/60,5000/3600" (requests/seconds, comma-separated; default 95/60,4900/3600).
+(Retry-After). Limits: CARTSYNC_ZENODO_RATE, e.g. "100/60,5000/3600" (requests/seconds, comma-separated;
+default 95/60,4900/3600).
 """
 from __future__ import annotations
 

@@ -11,8 +11,9 @@ import os
 import re
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 import requests
@@ -91,7 +92,7 @@ class ZenodoClient:
         self.budget = RateBudget(cache_dir(), cfg.url, token)     # shared by this machine's processes
         # Zenodo throttles anonymous python-requests traffic; say who we are.
         self.session.headers["User-Agent"] = f"cartsync/{__version__} (+zenodo deposit sync)"
-        self.session.trust_env = False if cfg.url.startswith("http://127.0.0.1") else True
+        self.session.trust_env = not cfg.url.startswith("http://127.0.0.1")
         self.requests_made = 0
         self._pause_until = 0.0
         self.timeouts = Timeouts.from_env()

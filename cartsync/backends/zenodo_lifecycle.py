@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CartsyncError, RemoteError
 from ..model import Change, Kind, Plan
-from .zenodo import ZenodoBackend, remote_files
-from .zenodo_meta import merged, metadata_diff
+from .zenodo_meta import merged, metadata_diff, remote_files
+
+if TYPE_CHECKING:      # for annotations only: the backend imports this module when it writes
+    from .zenodo import ZenodoBackend
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import html
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
+
+from ..model import RemoteFile
 
 _PERSON_KEYS = ("name", "affiliation", "orcid", "gnd")
 
@@ -65,4 +68,18 @@ def merged(want: Mapping[str, Any], have: Mapping[str, Any]) -> dict[str, Any]:
     """The full metadata to PUT (Zenodo replaces it wholesale): the server's, with the manifest's fields set."""
     out = {k: v for k, v in have.items() if k not in ("prereserve_doi",)}
     out.update(want)
+    return out
+
+
+def md5_of(checksum: str) -> str:
+    return checksum.split(":", 1)[1] if checksum.startswith("md5:") else checksum
+
+
+def remote_files(dep: Mapping[str, Any]) -> dict[str, RemoteFile]:
+    out = {}
+    for f in dep.get("files") or []:
+        name = f.get("filename") or f.get("key")
+        checksum = f.get("checksum")        # absent from a non-conforming server: "no checksum", not "differs"
+        out[name] = RemoteFile(name, int(float(f.get("filesize", f.get("size", 0)))),
+                               md5_of(str(checksum)) if checksum else None, None, (("id", str(f.get("id", ""))),))
     return out

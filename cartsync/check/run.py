@@ -16,7 +16,6 @@ from ..backends import Backend
 from ..backends.zenodo import ZenodoBackend
 from ..manifest import Manifest
 from ..model import LocalFile
-from ..planner import is_catalog
 from . import advice, deep, probes, zenodo
 from .model import Finding, TargetCheck, Verdict
 from .public import PublicBase, public_base
@@ -35,7 +34,7 @@ def check(manifest: Manifest, names: tuple[str, ...], origin: str | None, deep_r
         files = engine.select(manifest, targets)
         targets = per_dataset.expand(manifest, targets, files)    # a Zenodo collection: a deposition per dataset
         local = inv.survey(files, cache)
-        wanted = set(local) if deep_read else {k for k in local if is_catalog(k)}
+        wanted = set(local) if deep_read else {k for k, f in local.items() if f.catalog}
         local = inv.hash_missing(local, cache, jobs, keys=wanted)
         with engine.opened(manifest, targets, cache, lock=False) as backends:
             return [check_target(b, local, origin or b.target.origin or DEFAULT_ORIGIN, deep_read, jobs)
@@ -58,7 +57,7 @@ def check_target(backend: Backend, local: Mapping[str, LocalFile], origin: str, 
     base: PublicBase | None = None
     remote = None
     if isinstance(backend, ZenodoBackend):
-        remote = backend.list()
+        remote = backend.listing()
         server = target.zenodo.url if target.zenodo else target.url
         record = backend.published
         rid = record.get("record_id") or record.get("id") if record else None
@@ -77,7 +76,7 @@ def check_target(backend: Backend, local: Mapping[str, LocalFile], origin: str, 
         else:
             _url_checks(result, base, mapped, origin, jobs)
     if deep_read:
-        result.findings += deep.read_back(backend, mapped, backend.list() if remote is None else remote, jobs)
+        result.findings += deep.read_back(backend, mapped, backend.listing() if remote is None else remote, jobs)
     result.origin = origin
     _advise(result, base, origin)
     return result
@@ -85,7 +84,7 @@ def check_target(backend: Backend, local: Mapping[str, LocalFile], origin: str, 
 
 def _url_checks(result: TargetCheck, base: PublicBase, mapped: Mapping[str, LocalFile], origin: str,
                 jobs: int) -> None:
-    catalogs = sorted(k for k in mapped if is_catalog(k))
+    catalogs = sorted(k for k, f in mapped.items() if f.catalog)
     if not catalogs:
         result.add(Finding("catalog", "catalog.yaml", Verdict.FAILED, "no catalog.yaml among the published files",
                            "a viewer opens <url>/catalog.yaml: publish the dataset with method: catalog"))

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from ..planner import is_catalog
 from . import probes
 from .model import Finding, TargetCheck, Verdict
 from .web import request
@@ -56,7 +55,7 @@ def check_record(result: TargetCheck, server: str, record: Mapping[str, Any], na
                  origin: str, probe_files: bool = True) -> None:
     """Findings for the published `record`; `names`: record file name → LocalFile."""
     rid = record.get("record_id") or record.get("id")
-    catalogs = [n for n in names if is_catalog(n)]
+    catalogs = [n for n, f in names.items() if f.catalog]
     for name in catalogs:
         result.add(probes.catalog(api_url(server, rid, name), name, names[name].md5 or ""))
     if probe_files:
