@@ -26,7 +26,7 @@ examples:
   cartsync plan manifests/example.yaml --out plan.json --format markdown   # review it, then:
   cartsync apply plan.json                             # exactly that plan, or refused if anything changed
   cartsync unlock manifests/example.yaml --target local   # break a crashed run's lock
-  cartsync check manifests/example.yaml --target web --deep   # is it viewable? does remote equal local?
+  cartsync check manifests/example.yaml --target local --deep   # is it viewable? does remote equal local?
   cartsync upload-aws --in-dir out/ --s3-dir s3://bucket/sample --catalog-yaml out/catalog.yaml
   cartsync upload-zenodo --in-dir out/ --upload-method catalog --zenodo-token ~/.zenodo_token \\
       --create-new-deposition --title "My data" --creators "Doe, Jane" --upload-type dataset

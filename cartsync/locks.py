@@ -398,7 +398,10 @@ def target_lock(manifest: Manifest, backend: Backend) -> Iterator[None]:
         stop.set()
         thread.join()
         try:
-            backend.retrying(lambda: store.remove(held["token"]))
+            try:        # once outside the run's retry budget: a run that gave up on the target still tidies
+                store.remove(held["token"])
+            except Exception:  # noqa: BLE001 — then under the retry policy, as every call
+                backend.retrying(lambda: store.remove(held["token"]))
         except Exception as exc:  # noqa: BLE001 — the data is done; an unremoved lock only expires
             log.warning("target %s: could not remove the lock at %s (%s); it expires by itself",
                         target.name, store.where, exc)
