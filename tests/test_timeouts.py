@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import subprocess
 import sys
 from pathlib import Path
@@ -80,7 +81,12 @@ def test_silent_s3_listing_is_abandoned_retried_and_given_up_on(tmp_path, stall,
     assert len(retries) >= 2
     for n, line in enumerate(retries, start=2):
         assert re.fullmatch(rf"INFO: target web: {re.escape(last)}; try {n} of 6 in \d+\.\d s\n", line)
-    held = stall.abandoned()           # the server's side: each try was closed by the client, none early
+    # the server's side: each try was closed by the client, none early. The last close reaches the server's
+    # thread a moment after the client process has exited: wait for it (bounded), then count
+    deadline = time.monotonic() + 3
+    while len(stall.abandoned()) < len(retries) + 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    held = stall.abandoned()
     assert len(held) == len(retries) + 1
     assert all(h >= 0.9 for h in held)     # (the server sees the request a moment late)
 
