@@ -63,6 +63,26 @@ def s3_md5s(s3, prefix: str) -> dict[str, str]:
             for k in s3.list_objects(s3.bucket, prefix + "/")}
 
 
+def local_setup(tmp_path: Path) -> Path:
+    """A two-file dataset (src/, with a catalog) and m.yaml publishing it to the local folder out/ with
+    delete: true."""
+    import yaml
+    catalog_dataset(tmp_path / "src", {"a.tsv": b"a\n", "b.tsv": b"bb\n"}, "ds")
+    m = tmp_path / "m.yaml"
+    m.write_text(yaml.safe_dump({"version": 1, "source": {"dir": "src", "method": "all"},
+                                 "targets": [{"name": "out", "url": "out", "delete": True}]}, sort_keys=False))
+    return m
+
+
+def aws_test_env(monkeypatch, tmp_path: Path) -> None:
+    """The loopback server's credentials in the environment, and no AWS config files: as users give them."""
+    from s3server import aws_env
+    for k, v in aws_env().items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+
+
 def only_listing(s3) -> bool:
     """The server saw one listing and nothing else on the data (an apply also takes and drops the target
     lock object, issue 14: those requests are not data)."""
@@ -88,11 +108,7 @@ def s3_server():
 def s3(s3_server, monkeypatch, tmp_path):
     """A fresh bucket on the loopback server; credentials come from the environment, as users' do."""
     import uuid
-    from s3server import aws_env
-    for k, v in aws_env().items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    aws_test_env(monkeypatch, tmp_path)
     s3_server.bucket = s3_server.create_bucket(f"b-{uuid.uuid4().hex[:12]}")
     s3_server.reset_counts()
     return s3_server

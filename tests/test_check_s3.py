@@ -17,6 +17,7 @@ import uuid
 
 import pytest
 from check_data import viewable_dataset
+from conftest import aws_test_env
 
 from cartsync.check import advice
 
@@ -40,11 +41,7 @@ def bare_s3():
 
 @pytest.fixture
 def bucket(bare_s3, monkeypatch, tmp_path):
-    from s3server import aws_env
-    for k, v in aws_env().items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    aws_test_env(monkeypatch, tmp_path)
     return bare_s3.create_bucket(f"c-{uuid.uuid4().hex[:12]}")
 
 
@@ -157,11 +154,7 @@ def test_the_readme_output_is_a_real_run(tmp_path, cli, bare_s3, monkeypatch):
     """The "Is it viewable?" section shows this run verbatim (only the server's port differs)."""
     import yaml
     from conftest import REPO
-    from s3server import aws_env
-    for k, v in aws_env().items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    aws_test_env(monkeypatch, tmp_path)
     bare_s3.create_bucket("lab-viewer-data")
     viewable_dataset(tmp_path / "mouse-brain")
     target = {"name": "web", "url": "s3://lab-viewer-data/mouse-brain",

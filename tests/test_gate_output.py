@@ -8,15 +8,8 @@ import sys
 from pathlib import Path
 
 import yaml
-from conftest import REPO, catalog_dataset
+from conftest import REPO, catalog_dataset, local_setup
 
-
-def local_setup(tmp_path: Path) -> Path:
-    catalog_dataset(tmp_path / "src", {"a.tsv": b"a\n", "b.tsv": b"bb\n"}, "ds")
-    m = tmp_path / "m.yaml"
-    m.write_text(yaml.safe_dump({"version": 1, "source": {"dir": "src", "method": "all"},
-                                 "targets": [{"name": "out", "url": "out", "delete": True}]}, sort_keys=False))
-    return m
 
 
 def test_plan_and_apply_as_markdown(tmp_path, cli):

@@ -5,15 +5,8 @@ import json
 from pathlib import Path
 
 import yaml
-from conftest import catalog_dataset, tree
+from conftest import catalog_dataset, local_setup, tree
 
-
-def local_setup(tmp_path: Path) -> Path:
-    catalog_dataset(tmp_path / "src", {"a.tsv": b"a\n", "b.tsv": b"bb\n"}, "ds")
-    m = tmp_path / "m.yaml"
-    m.write_text(yaml.safe_dump({"version": 1, "source": {"dir": "src", "method": "all"},
-                                 "targets": [{"name": "out", "url": "out", "delete": True}]}, sort_keys=False))
-    return m
 
 
 def stale_message(m: Path, plan: Path, what: str) -> str:
