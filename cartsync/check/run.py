@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from .. import engine, per_dataset
+from .. import engine
 from .. import inventory as inv
 from ..backends import Backend
 from ..backends.zenodo import ZenodoBackend
@@ -28,11 +28,10 @@ T = TypeVar("T")
 
 def check(manifest: Manifest, names: tuple[str, ...], origin: str | None, deep_read: bool,
           jobs: int = 8) -> list[TargetCheck]:
-    targets = engine.targets_of(manifest, names)
     cache = engine.cache_for()
     try:
-        files = engine.select(manifest, targets)
-        targets = per_dataset.expand(manifest, targets, files)    # a Zenodo collection: a deposition per dataset
+        # the engine's own selection and targets (a Zenodo collection: a deposition per dataset), limits checked
+        files, _, targets = engine.prepared(manifest, engine.Options(targets=names))
         local = inv.survey(files, cache)
         wanted = set(local) if deep_read else {k for k, f in local.items() if f.catalog}
         local = inv.hash_missing(local, cache, jobs, keys=wanted)
