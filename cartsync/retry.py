@@ -180,8 +180,12 @@ class RetryPolicy:
         tries = [0]     # tries made
         spent = [False]  # stopped because the target's budget is spent
 
+        pauses: list[float] = []   # the pause stop() decided with, for wait() to take (one decision per retry)
+
         def attempt() -> T:
-            if self._left() < 0:      # a try now could end past the budget: the target is given up on
+            # a first try now could end past the budget: the target is given up on. A retry was decided by
+            # stop(), pause included: checking again here would refuse a try the log has just announced
+            if tries[0] == 0 and self._left() < 0:
                 raise _StopRetrying()
             tries[0] += 1
             started = time.monotonic()
@@ -197,19 +201,23 @@ class RetryPolicy:
             return result
 
         def wait(state: tenacity.RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            after = getattr(exc, "retry_after", None)
-            return float(after) if after is not None else jitter(state)
+            return pauses.pop() if pauses else 0.0
 
         def stop(state: tenacity.RetryCallState) -> bool:
+            # tenacity asks stop() before wait(): the pause is drawn here, so that "is there budget for one
+            # more try" counts the pause before it
             exc = state.outcome.exception() if state.outcome else None
             if state.attempt_number >= self.attempts:
                 return True
-            if self._left() < 0:
+            after = getattr(exc, "retry_after", None)
+            if after is not None and float(after) > self._left():
+                return True
+            pause = float(after) if after is not None else jitter(state)
+            if self._left() - pause < 0:
                 spent[0] = True
                 return True
-            after = getattr(exc, "retry_after", None)
-            return after is not None and float(after) > self._left()
+            pauses[:] = [pause]
+            return False
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
