@@ -53,6 +53,10 @@ class VerifyError(RemoteError):
         super().__init__(message, retryable=True)
 
 
+class NoConditionalWrite(CartsyncError):
+    """The store refused or ignored a conditional write (If-None-Match / If-Match): no lock object there."""
+
+
 class SourceChanged(CartsyncError):
     """A local file changed between hashing and upload; not retried within this run."""
 

@@ -35,11 +35,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from . import inventory as inv
 from .backends import Backend
-from .errors import CartsyncError, LockedError
+from .errors import CartsyncError, LockedError, NoConditionalWrite
 from .manifest import Manifest, TargetConfig
 
 log = logging.getLogger(__name__)
@@ -128,72 +128,6 @@ class LockStore(Protocol):
         """Delete the lock (only if it is still `token`, unless None)."""
 
 
-class NoConditionalWrite(CartsyncError):
-    """The store refused or ignored the conditional header: fall back to the machine lock."""
-
-
-def _code(exc: BaseException) -> tuple[str, int]:
-    resp = getattr(exc, "response", None) or {}
-    return (str(resp.get("Error", {}).get("Code", "")),
-            int(resp.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0))
-
-
-class S3LockStore:
-    """The lock object under an S3 target's prefix, written with If-None-Match / If-Match (AWS, Nov 2024)."""
-
-    def __init__(self, backend: Any) -> None:
-        self.backend = backend
-        self.key = f"{backend.prefix}/{LOCK_NAME}" if backend.prefix else LOCK_NAME
-        self.where = f"s3://{backend.bucket}/{self.key}"
-
-    def _put(self, body: bytes, **cond: str) -> str | None:
-        try:
-            resp = self.backend.call("put_object", Bucket=self.backend.bucket, Key=self.key, Body=body,
-                                     ContentType="application/json", **cond)
-        except FileNotFoundError as exc:
-            if "NoSuchBucket" in str(exc):
-                raise                                        # the listing says so, by name
-            return None                                      # If-Match on a lock removed meanwhile
-        except Exception as exc:
-            code, status = _code(exc)
-            if status in (412, 409) or code in ("PreconditionFailed", "ConditionalRequestConflict"):
-                return None
-            if status in (400, 501) or code in ("NotImplemented", "InvalidArgument", "InvalidRequest"):
-                raise NoConditionalWrite(code or str(status)) from exc
-            raise
-        return str(resp.get("ETag", "")).strip('"')
-
-    def create(self, body: bytes) -> str | None:
-        return self._put(body, IfNoneMatch="*")
-
-    def replace(self, body: bytes, token: str) -> str | None:
-        return self._put(body, IfMatch=f'"{token}"')
-
-    def read(self) -> tuple[bytes, str] | None:
-        try:
-            resp = self.backend.call("get_object", Bucket=self.backend.bucket, Key=self.key)
-        except FileNotFoundError:
-            return None
-        return resp["Body"].read(), str(resp.get("ETag", "")).strip('"')
-
-    def remove(self, token: str | None) -> None:
-        cond = {"IfMatch": f'"{token}"'} if token is not None else {}
-        try:
-            self.backend.call("delete_object", Bucket=self.backend.bucket, Key=self.key, **cond)
-        except FileNotFoundError:
-            return                                           # gone already
-        except Exception as exc:
-            code, status = _code(exc)
-            if status == 412 or code == "PreconditionFailed":
-                return                                       # someone else's now: leave it
-            if not cond or not (status in (400, 501) or code in ("NotImplemented", "InvalidArgument")):
-                raise
-            # a store without conditional deletes: compare, then delete (a small race, at the end of a run)
-            current = self.read()
-            if current is not None and current[1] == token:
-                self.backend.call("delete_object", Bucket=self.backend.bucket, Key=self.key)
-
-
 class FileLockStore:
     """`<folder>/.cartsync.lock` on a local (or file://) target, created exclusively."""
 
@@ -245,7 +179,7 @@ def store_for(backend: Backend) -> LockStore | None:
     from .backends.fsspec import FsspecBackend
     from .backends.s3 import S3Backend
     if isinstance(backend, S3Backend):
-        return S3LockStore(backend)
+        return backend.lock_store(LOCK_NAME)
     if isinstance(backend, FsspecBackend) and backend.local:
         return FileLockStore(Path(backend.root))
     return None

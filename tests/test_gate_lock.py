@@ -119,6 +119,27 @@ def test_second_machine_is_refused_while_the_first_holds_the_lock(tmp_path, s3, 
     assert run_cli(tmp_path, "plan", str(m)).stdout.splitlines()[-1] == "No changes. 3 file(s) up to date."
 
 
+NOOP_APPLY = """
+import sys
+from cartsync.cli import main
+code = main(["apply", sys.argv[1]])
+print("botocore" if "botocore" in sys.modules else "no botocore", code)
+"""
+
+
+def test_a_no_op_apply_locks_and_lists_without_botocore(tmp_path, s3):
+    """A no-op apply is the lock, one listing and the unlock, all through the signed connection (s3_sigv4):
+    botocore's start-up (~0.6 CPU-s) is what made the no-op three times slower when the lock went through it."""
+    m = manifests(tmp_path, s3)["s3"]
+    assert run_cli(tmp_path, "apply", str(m)).returncode == 0
+    s3.reset_counts()
+    done = subprocess.run([sys.executable, "-c", NOOP_APPLY, str(m)], capture_output=True, text=True,
+                          env=env_for(tmp_path, "b"), timeout=120, check=False)
+    assert done.stdout.splitlines()[-1] == "no botocore 0", done.stderr
+    assert dict(s3.counts()) == {"LockPut": 1, "ListObjectsV2": 1, "list_total": 1, "LockDelete": 1}
+    assert lock_body(s3, "s3", tmp_path) is None
+
+
 def put_lock(s3, kind: str, tmp_path: Path, body: dict) -> None:
     data = json.dumps(body).encode()
     if kind == "s3":

@@ -28,7 +28,7 @@ import pytest
 
 from cartsync.backends import s3_list
 from cartsync.backends.s3 import S3Backend
-from cartsync.backends.s3_list import Credentials, Endpoint, canonical_query, endpoint_for, sign_v4
+from cartsync.backends.s3_sigv4 import Credentials, Endpoint, canonical_query, endpoint_for, sign_v4
 from cartsync.inventory import HashCache
 from cartsync.manifest import TargetConfig
 from cartsync.model import RemoteFile
@@ -207,6 +207,33 @@ def test_signature_equals_botocores(monkeypatch, prefix, where):
             assert ours == by_params == on_the_wire, (token, continuation)
             # and the server reads back exactly the values that were signed
             assert dict(parse_qsl(canonical_query(query), keep_blank_values=True, strict_parsing=True)) == query
+
+
+@pytest.mark.parametrize("method,headers,body", [
+    ("PUT", {"content-type": "application/json", "if-none-match": "*"}, b'{"who": "ci@runner"}'),
+    ("PUT", {"content-type": "application/json", "if-match": '"9b2cf535f27731c974343645a3985328"'}, b"{}"),
+    ("GET", {}, b""),
+    ("DELETE", {"if-match": '"9b2cf535f27731c974343645a3985328"'}, b""),
+])
+def test_lock_requests_are_signed_as_botocore_signs_them(monkeypatch, method, headers, body):
+    """The lock object's requests (s3_lock.py): a body signed by its SHA-256 and the conditional headers
+    signed with the rest, as botocore's S3 signer does for the same request."""
+    import botocore.auth
+    import botocore.awsrequest
+    import botocore.credentials
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda remove_tzinfo=True: NOW.replace(tzinfo=None))
+    ep = Endpoint("http", "127.0.0.1:9000", "/b", "eu-west-2", Credentials(AK, SECRET, TOKEN))
+    path = f"/b/{quote(PREFIX)}/.cartsync.lock"
+    payload = hashlib.sha256(body).hexdigest()
+    ours = {k.lower(): v for k, v in sign_v4(method, ep, f"/b/{PREFIX}/.cartsync.lock", {}, NOW, headers,
+                                            payload).items()}
+    request = botocore.awsrequest.AWSRequest(method=method, url=f"http://127.0.0.1:9000{path}", data=body,
+                                             headers=dict(headers))
+    request.context["payload_signing_enabled"] = True
+    botocore.auth.S3SigV4Auth(botocore.credentials.Credentials(AK, SECRET, TOKEN), "s3", "eu-west-2").add_auth(request)
+    theirs = {k.lower(): v for k, v in request.headers.items()}
+    assert ours.pop("host") == "127.0.0.1:9000"
+    assert ours == theirs
 
 
 def test_explicit_default_port_is_signed_as_sent(monkeypatch, tmp_path):

@@ -28,9 +28,10 @@ from ..model import Action, Change, KeyRange, LocalFile, Plan, RemoteFile
 from ..objects import Facts, ObjectCache
 from ..retry import Timeouts
 from ..selection import matches
-from . import s3_etags, s3_headers, s3_list
+from . import s3_etags, s3_headers, s3_list, s3_sigv4
 from .base import Backend, Features, Progress, unreachable
 from .s3_compat import FeatureRejected, describe, feature_rejected, unsupported
+from .s3_lock import S3LockStore
 from .s3_multipart import MultipartUpload, StoredPart, UploadGone, abort_orphans
 from .s3_registry import UploadRegistry
 
@@ -136,7 +137,7 @@ class S3Backend(Backend):
         self.part_size = target.part_size
         # at least one file's worth of parts may be in flight, so part_concurrency always takes effect
         self._part_slots = threading.BoundedSemaphore(max(1, PART_BUDGET // self.part_size, target.part_concurrency))
-        self._fast = s3_list.endpoint_for(target.storage_options, self.bucket)
+        self._fast = s3_sigv4.endpoint_for(target.storage_options, self.bucket)
         # whose multipart uploads are whose (s3_registry): per endpoint, bucket and prefix
         self.scope = f"{target.storage_options.get('endpoint_url') or 'aws'} {self.root}"
         self._mp_lock = threading.Lock()
@@ -186,6 +187,10 @@ class S3Backend(Backend):
     def call(self, op: str, **kwargs: Any) -> Any:
         """One S3 API call, as the writes make it (for the target's lock object, see locks.py)."""
         return self._s3(op, **kwargs)
+
+    def lock_store(self, name: str) -> S3LockStore:
+        """The target's lock object `<prefix>/<name>` (s3_lock.py), signed without botocore where it can be."""
+        return S3LockStore(self, f"{self.prefix}/{name}" if self.prefix else name, self._fast)
 
     @functools.cached_property
     def fs(self):
