@@ -153,7 +153,7 @@ def test_overwrite_never_leaves_headers_alone(s3, tmp_path, cli):
 
 def test_example_content_types_cover_the_dataset():
     """The table the tests above expect is cartsync's (the PMTiles spec names application/vnd.pmtiles)."""
-    from cartsync.backends.s3 import content_type
+    from cartsync.backends.s3_client import content_type
     keys = [p.name for p in EXAMPLE.rglob("*") if p.name.endswith(tuple(TYPES))]
     assert {k.rsplit(".", 1)[1] for k in keys} == {"pmtiles", "yaml", "tsv", "gz", "png", "json"}
     assert {k: content_type(k) for k in keys} == {k: wanted_type(k) for k in keys}

@@ -16,7 +16,6 @@ import functools
 import hashlib
 import logging
 import math
-import mimetypes
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -26,10 +25,10 @@ from ..errors import AuthError, CartsyncError, RemoteError, SourceChanged, Verif
 from ..inventory import cached_digest, multipart_etag, still_same
 from ..model import Action, Change, KeyRange, LocalFile, Plan, RemoteFile
 from ..objects import Facts, ObjectCache
-from ..retry import Timeouts
 from ..selection import matches
 from . import s3_etags, s3_headers, s3_list, s3_sigv4
 from .base import Backend, Features, Progress, unreachable
+from .s3_client import botocore_client, content_type, s3fs_options, translated
 from .s3_compat import FeatureRejected, describe, feature_rejected, unsupported
 from .s3_lock import S3LockStore
 from .s3_multipart import MultipartUpload, StoredPart, UploadGone, abort_orphans
@@ -45,87 +44,10 @@ ABORT_STEP = "aborting an unfinished multipart upload (AbortMultipartUpload)"
 LIST_PARTS_STEP = "reading the parts of an unfinished upload (ListParts)"
 RESTARTS = 3               # fresh multipart uploads of one file, when the server keeps losing them (NoSuchUpload)
 T = TypeVar("T")
-CONTENT_TYPES = {
-    ".pmtiles": "application/vnd.pmtiles", ".yaml": "application/yaml", ".yml": "application/yaml",
-    ".json": "application/json", ".tsv": "text/tab-separated-values", ".csv": "text/csv",
-    ".png": "image/png", ".gz": "application/gzip", ".txt": "text/plain", ".html": "text/html",
-    ".parquet": "application/vnd.apache.parquet", ".tif": "image/tiff", ".tiff": "image/tiff",
-}
-
-
-def content_type(key: str) -> str:
-    name = key.rsplit("/", 1)[-1].lower()
-    for ext, ctype in CONTENT_TYPES.items():
-        if name.endswith(ext):
-            return ctype
-    return mimetypes.guess_type(name)[0] or "application/octet-stream"
-
-
-def s3fs_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Manifest storage_options → s3fs arguments, with cartsync's retry and timeout defaults."""
-    opts = dict(options)
-    client_kwargs = dict(opts.pop("client_kwargs", {}) or {})
-    if "region" in opts:
-        client_kwargs.setdefault("region_name", opts.pop("region"))
-    config_kwargs = dict(opts.pop("config_kwargs", {}) or {})
-    timeouts = Timeouts.from_env()      # a silent server is abandoned after `idle` s; the retry budget ends the run
-    config_kwargs.setdefault("connect_timeout", timeouts.connect)
-    config_kwargs.setdefault("read_timeout", timeouts.idle)
-    # cartsync's own retry policy is the one place that retries (and counts); botocore and s3fs try once.
-    config_kwargs.setdefault("retries", {"total_max_attempts": 1, "mode": "standard"})
-    # integrity comes from Content-MD5 (checked by the server) and the ETag; botocore's extra CRC32 pass
-    # over every body costs CPU and a copy of each part in memory
-    config_kwargs.setdefault("request_checksum_calculation", "when_required")
-    config_kwargs.setdefault("response_checksum_validation", "when_required")
-    opts["client_kwargs"], opts["config_kwargs"] = client_kwargs, config_kwargs
-    return opts
-
-
-# storage_options translated to a botocore client exactly as s3fs would; any other key keeps s3fs
-BOTOCORE_OPTIONS = {"profile", "endpoint_url", "region", "anon", "requester_pays", "client_kwargs", "config_kwargs"}
-_MISSING = {"NoSuchKey", "NoSuchUpload", "NoSuchBucket", "404", "NotFound"}
-_DENIED = {"AccessDenied", "AllAccessDisabled", "AccountProblem", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-           "ExpiredToken", "InvalidSecurity", "InvalidPayer", "403"}
-
-
-def botocore_client(options: Mapping[str, Any], pool: int) -> Any | None:
-    """A thread-safe botocore S3 client for these storage_options, or None where only s3fs can honour them.
-
-    Worker threads call it directly: s3fs would funnel every call through its one event-loop thread,
-    which costs about half of cartsync's CPU time in a first sync of many small files.
-    """
-    if set(options) - BOTOCORE_OPTIONS:
-        return None
-    import botocore.session
-    from botocore import UNSIGNED
-    from botocore.config import Config
-    opts = s3fs_options(options)
-    client_kwargs = dict(opts["client_kwargs"])
-    config_kwargs = {"max_pool_connections": pool, **opts["config_kwargs"]}
-    # Every data body (PutObject, UploadPart) carries Content-MD5, signed and checked by the server. botocore
-    # skips the SHA-256 payload hash for that case on https; on plain http (MinIO or Ceph on a cluster
-    # network) it would hash every byte once more.
-    config_kwargs.setdefault("s3", {"payload_signing_enabled": False})
-    if opts.get("anon"):
-        config_kwargs["signature_version"] = UNSIGNED
-    if opts.get("endpoint_url"):
-        client_kwargs.setdefault("endpoint_url", opts["endpoint_url"])
-    session = botocore.session.Session(profile=opts.get("profile"))
-    return session.create_client("s3", config=Config(**config_kwargs), **client_kwargs)
 
 
 def _stat_of(local: LocalFile) -> str:
     return f"{local.size}:{local.mtime_ns}:{local.ctime_ns}:{local.inode}"
-
-
-def _translated(exc: Exception) -> Exception:
-    """botocore's ClientError as the OSError s3fs would raise (denied, missing), else as is."""
-    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-    if code in _DENIED:
-        return PermissionError(f"{code}: {exc}")
-    if code in _MISSING:
-        return FileNotFoundError(f"{code}: {exc}")
-    return exc
 
 
 class S3Backend(Backend):
@@ -179,10 +101,10 @@ class S3Backend(Backend):
         except Exception as exc:
             if not isinstance(getattr(exc, "response", None), dict):    # not a ClientError (or subclass)
                 raise
-            translated = _translated(exc)
-            if translated is exc:
+            plain = translated(exc)
+            if plain is exc:
                 raise
-            raise translated from exc
+            raise plain from exc
 
     def call(self, op: str, **kwargs: Any) -> Any:
         """One S3 API call, as the writes make it (for the target's lock object, see locks.py)."""

@@ -24,6 +24,7 @@ from ..inventory import cache_dir
 from ..manifest import ZenodoConfig
 from ..retry import Timeouts, dns_failure, is_retryable
 from .base import PROXY_HINT, proxy_for
+from .requests_drain import mount_draining
 from .zenodo_budget import RateBudget
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class ZenodoClient:
     def __init__(self, cfg: ZenodoConfig) -> None:
         self.base = cfg.url.rstrip("/") + "/api"
         self.session = requests.Session()
+        mount_draining(self.session)       # a slow upload is timed from its last byte sent (sockets.py)
         token = read_token(cfg)
         self.session.headers["Authorization"] = f"Bearer {token}"
         self.budget = RateBudget(cache_dir(), cfg.url, token)     # shared by this machine's processes

@@ -1,0 +1,80 @@
+"""A request is timed from the last byte that left this machine, not the last byte handed to the kernel.
+
+After an upload's body is written, the kernel may still hold most of it: its send buffer grows to megabytes,
+and on a slow link (10 KB/s from a laptop, a congested login node) draining it takes longer than the idle
+timeout. http.client, urllib3 and botocore then wait for the answer with the read timeout alone, and a
+healthy upload times out, is retried, and times out again. `wait_sent` waits, before the answer is read,
+for as long as the kernel's send queue keeps shrinking; it gives up only after `idle` seconds in which not
+one byte left (the same rule as for answers: no progress for the idle timeout). An answer that comes early
+(a server refusing the body) ends the wait at once.
+
+The queue is read with SIOCOUTQ (Linux) or SO_NWRITE (macOS); elsewhere the wait is skipped, as before.
+The mixin is installed on the connections of botocore's client (s3.py) and of the Zenodo session.
+"""
+from __future__ import annotations
+
+import array
+import fcntl
+import select
+import socket
+import sys
+import time
+from typing import Any
+
+_SIOCOUTQ = 0x5411          # = TIOCOUTQ: bytes in the send queue not yet acknowledged (Linux)
+_SO_NWRITE = 0x1024         # macOS: the same, as a socket option
+_STEP = (0.05, 0.5)         # first and longest pause between looks at the queue
+
+
+def unsent(sock: socket.socket) -> int | None:
+    """Bytes written to `sock` that the peer has not acknowledged yet; None where the platform cannot say."""
+    try:
+        if sys.platform.startswith("linux"):
+            buf = array.array("i", [0])
+            fcntl.ioctl(sock.fileno(), _SIOCOUTQ, buf)
+            return int(buf[0])
+        if sys.platform == "darwin":
+            return int(sock.getsockopt(socket.SOL_SOCKET, _SO_NWRITE))
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def wait_sent(sock: Any, idle: float | None) -> None:
+    """Return once the kernel has sent what was written to `sock` or an answer is waiting; raise
+    TimeoutError after `idle` seconds without one byte acknowledged. No bound (None): return at once."""
+    if idle is None or sock is None:
+        return
+    queued = unsent(sock)
+    if not queued:
+        return
+    last, since, pause = queued, time.monotonic(), _STEP[0]
+    while queued:
+        try:
+            ready, _, _ = select.select([sock], [], [], pause)
+        except (OSError, ValueError):
+            return
+        if ready:
+            return                      # the answer (or a closed connection): reading it says which
+        queued = unsent(sock)
+        if queued is None:
+            return
+        t = time.monotonic()
+        if queued < last:
+            last, since = queued, t
+        elif t - since >= idle:
+            raise TimeoutError(f"no byte of the request was sent in {idle:g} s ({queued} bytes still queued)")
+        pause = min(pause * 2, _STEP[1])
+
+
+class DrainBeforeAnswer:
+    """Mixed into an http.client / urllib3 connection class: `getresponse` first waits as `wait_sent` does,
+    bounded by the connection's own (read) timeout, which urllib3 has set by then."""
+
+    timeout: Any
+    sock: Any
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        idle = self.timeout if isinstance(self.timeout, (int, float)) else None
+        wait_sent(self.sock, idle)
+        return super().getresponse(*args, **kwargs)  # type: ignore[misc]
