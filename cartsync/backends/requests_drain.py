@@ -5,29 +5,11 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from .sockets import DrainBeforeAnswer
+from .sockets import draining_pools
 
-
-class _Connection(DrainBeforeAnswer, HTTPConnection):
-    pass
-
-
-class _SecureConnection(DrainBeforeAnswer, HTTPSConnection):
-    pass
-
-
-class _Pool(HTTPConnectionPool):
-    ConnectionCls = _Connection
-
-
-class _SecurePool(HTTPSConnectionPool):
-    ConnectionCls = _SecureConnection
-
-
-POOLS = {"http": _Pool, "https": _SecurePool}
+POOLS = draining_pools({"http": HTTPConnectionPool, "https": HTTPSConnectionPool})
 
 
 class DrainingAdapter(HTTPAdapter):

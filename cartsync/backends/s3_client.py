@@ -6,14 +6,13 @@ body to leave the machine before they time the answer (sockets.py).
 """
 from __future__ import annotations
 
-import functools
 import logging
 import mimetypes
 from collections.abc import Mapping
 from typing import Any
 
 from ..retry import Timeouts
-from .sockets import DrainBeforeAnswer
+from .sockets import draining_pools
 
 log = logging.getLogger(__name__)
 
@@ -88,31 +87,6 @@ def botocore_client(options: Mapping[str, Any], pool: int) -> Any | None:
     return client
 
 
-@functools.cache
-def _draining_pools() -> dict[str, type]:
-    """botocore's connection pools, their connections waiting for the body to leave (sockets.py)."""
-    from botocore.awsrequest import (
-        AWSHTTPConnection,
-        AWSHTTPConnectionPool,
-        AWSHTTPSConnection,
-        AWSHTTPSConnectionPool,
-    )
-
-    class Connection(DrainBeforeAnswer, AWSHTTPConnection):
-        pass
-
-    class SecureConnection(DrainBeforeAnswer, AWSHTTPSConnection):
-        pass
-
-    class Pool(AWSHTTPConnectionPool):
-        ConnectionCls = Connection
-
-    class SecurePool(AWSHTTPSConnectionPool):
-        ConnectionCls = SecureConnection
-
-    return {"http": Pool, "https": SecurePool}
-
-
 def _time_answers_from_the_last_byte_sent(client: Any) -> None:
     """Give the client's connections the wait of sockets.py. botocore has no option for its connection
     classes: they are the pool classes its URLLib3Session hands to urllib3 (one dict, shared with its
@@ -124,7 +98,7 @@ def _time_answers_from_the_last_byte_sent(client: Any) -> None:
         log.debug("botocore's connection pools are not where cartsync expects them: slow uploads are timed "
                   "from the last byte written")
         return
-    pools.update(_draining_pools())
+    pools.update(draining_pools(pools))
 
 
 def translated(exc: Exception) -> Exception:

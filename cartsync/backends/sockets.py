@@ -19,6 +19,7 @@ import select
 import socket
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 _SIOCOUTQ = 0x5411          # = TIOCOUTQ: bytes in the send queue not yet acknowledged (Linux)
@@ -78,3 +79,13 @@ class DrainBeforeAnswer:
         idle = self.timeout if isinstance(self.timeout, (int, float)) else None
         wait_sent(self.sock, idle)
         return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+
+
+def draining_pools(pools: Mapping[str, type]) -> dict[str, type]:
+    """Subclasses of these urllib3 connection pools (by scheme) whose connections mix in DrainBeforeAnswer."""
+    out: dict[str, type] = {}
+    for scheme, pool in pools.items():
+        base: type = getattr(pool, "ConnectionCls")  # noqa: B009 — any pool class: urllib3 declares it
+        conn = type(f"Draining{base.__name__}", (DrainBeforeAnswer, base), {})
+        out[scheme] = type(f"Draining{pool.__name__}", (pool,), {"ConnectionCls": conn})
+    return out
