@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from . import interrupt
 from .backends.base import Backend
+from .errors import AuthError
 from .inventory import hashed, unchanged_or_raise
 from .model import Action, Kind, Outcome, Plan, Report
 from .progress import Bar
@@ -38,6 +40,9 @@ class Executor:
         self.jobs = max(1, jobs)
         self.show_progress = sys.stderr.isatty() if show_progress is None else show_progress
         self._stopped = False      # an error that stops the target was met (e.g. the store refuses an ACL)
+        self._lock = threading.Lock()
+        self._written = 0                                   # uploads that succeeded
+        self._denied: list[tuple[Action, BaseException]] = []   # uploads denied while none had succeeded
 
     def run(self, plan: Plan) -> Report:
         started = time.monotonic()
@@ -64,6 +69,7 @@ class Executor:
                 report.skipped += data
                 data = []
             self._each(data, lambda a: self._write(a, bar), report)
+            self._collapse_denials(report)
             later = catalogs + deletes
             if report.failed:
                 report.skipped += later
@@ -161,12 +167,40 @@ class Executor:
                 self._stopped = True
                 if getattr(exc, "repeat", False):
                     return None
+            if isinstance(exc, (AuthError, PermissionError)):
+                self._note_denied(action, exc)
             outcome.error = _without_key(describe_error(exc), action.key, local.key)
             log.debug("upload of %s failed", action.key, exc_info=True)
             return outcome
+        with self._lock:
+            self._written += 1
         outcome.ok, outcome.bytes_sent = True, local.size
         log.info("%s %s (%s)", action.kind.value, action.key, human_size(local.size))
         return outcome
+
+    def _note_denied(self, action: Action, exc: BaseException) -> None:
+        """A second upload denied while none has succeeded: the credentials may not write here at all
+        (a key-specific policy denies one file, not the first two), so no more are started."""
+        with self._lock:
+            if self._written == 0:
+                self._denied.append((action, exc))
+                if len(self._denied) >= 2:
+                    self._stopped = True
+
+    def _collapse_denials(self, report: Report) -> None:
+        """Every upload tried was denied and none succeeded: one error for the target instead of one per file
+        (the files are reported as not done)."""
+        if len(self._denied) < 2 or self._written:
+            return
+        denied = {id(a) for a, _ in self._denied}
+        keys = [a.key for a, _ in self._denied]
+        report.skipped[:0] = [o.action for o in report.outcomes if id(o.action) in denied]
+        report.outcomes = [o for o in report.outcomes if id(o.action) not in denied]
+        exc = self._denied[0][1]
+        hint = getattr(exc, "hint", None)
+        report.stopped = (f"{_without_key(describe_error(exc), keys[0])}: the first {len(keys)} uploads were "
+                          f"denied ({', '.join(keys[:3])}{', …' if len(keys) > 3 else ''}) and none succeeded, so no "
+                          f"more were tried" + (f"; {hint}" if hint else ""))
 
     def _delete(self, action: Action) -> Outcome:
         assert action.remote is not None

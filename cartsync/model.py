@@ -191,6 +191,7 @@ class Report:
     changes: list[Change] = field(default_factory=list)   # backend changes made
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)     # e.g. a failed clean-up after every transfer succeeded
+    stopped: str = ""                                      # why the target stopped early (e.g. every write denied)
     seconds: float = 0.0
     other_retries: int = 0                                 # listing and lifecycle calls
 

@@ -76,6 +76,8 @@ def report_text(report: Report) -> str:
              f" ({human_size(rate)}/s), {report.retries} retries."]
     lines += [_change_line(c) for c in report.changes]
     lines += [f"  warning: {printable(w)}" for w in report.warnings]
+    if report.stopped:
+        lines.append(f"  STOPPED: {printable(report.stopped)}")
     for o in report.failed:
         lines.append(f"  FAILED {printable(o.action.key)}: {printable(o.error)}")
     if report.refused:
@@ -92,6 +94,7 @@ def report_json(report: Report) -> dict[str, Any]:
     return {
         "target": report.target, "url": report.url,
         "ok": not report.failed and not report.skipped and not report.refused,
+        "stopped": report.stopped,
         "bytes_sent": report.bytes_sent, "seconds": round(report.seconds, 3), "retries": report.retries,
         "outcomes": [{"action": o.action.kind.value, "key": o.action.key, "ok": o.ok, "error": o.error,
                       "retries": o.retries, "bytes_sent": o.bytes_sent} for o in report.outcomes],

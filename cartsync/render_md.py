@@ -73,6 +73,7 @@ def report_markdown(results: list[tuple[Plan, Report]]) -> str:
     for _, r in results:
         lines = [_outcome(o) for o in sorted(r.outcomes, key=lambda o: (o.ok, o.action.key))]
         lines += [f"{c.sign} {c.subject}" + (f": {c.detail}" if c.detail else "") for c in r.changes]
+        lines += [f"! STOPPED: {r.stopped}"] if r.stopped else []
         lines += [f"! not done: {a.kind.value} {a.key}" for a in r.skipped]
         lines += [f"! refused by max_delete: delete {a.key}" for a in r.refused]
         if lines:

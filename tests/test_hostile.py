@@ -770,13 +770,14 @@ def test_access_denied_listing_is_one_request(here, cli, dataset, s3):
     assert s3.requests == []
 
 
-def _denied_writes(here, cli, s3):
+def _denied_writes(here, cli, s3, files: int = 2, *flags: str):
     from faultproxy import FaultProxy
-    make_src(here / "src", {"a.tsv": "a\n", "b.tsv": "b\n", "catalog.yaml": "a: a.tsv\nb: b.tsv\n"})
+    names = [f"f{i}.tsv" for i in range(files)]
+    make_src(here / "src", {**{n: n + "\n" for n in names}, "catalog.yaml": "".join(f"{n}: {n}\n" for n in names)})
     with FaultProxy(s3.endpoint_url) as proxy:
         proxy.fail_always(lambda method, target: method in ("PUT", "POST", "DELETE"))
         s3_manifest(s3, src="src", endpoint=proxy.url)
-        code, out, err = cli("-q", "apply", "m.yaml")
+        code, out, err = cli("-q", "apply", "m.yaml", *flags)
         puts = sorted(t.rsplit("/", 1)[-1] for m, t, _ in proxy.log if m == "PUT")
     return code, out, err, puts
 
@@ -785,17 +786,34 @@ def test_access_denied_writing_sends_nothing_and_holds_the_catalog_back(here, cl
     code, out, err, puts = _denied_writes(here, cli, s3)
     assert (code, err) == (1, "")
     # the lock object and each data file tried once: 403 is never retried
-    assert puts == [".cartsync.lock", "a.tsv", "b.tsv"]
+    assert puts == [".cartsync.lock", "f0.tsv", "f1.tsv"]
     lines = out.splitlines()
     assert re.fullmatch(r"web: 0 created, 0 replaced, 0 deleted; 0 B sent in \d+\.\d s \(0 B/s\), 0 retries\.", lines[0])
-    assert lines[-1] == "  not done because of the failure(s) above: 1 action(s) (catalog.yaml)"
+    assert lines[-1] == "  not done because of the failure(s) above: 3 action(s) (f0.tsv, f1.tsv, catalog.yaml)"
     assert s3_writes(s3) == 0 and s3.list_objects(s3.bucket, "p/") == {}
 
 
-def test_access_denied_writing_names_each_file_once(here, cli, s3):
-    code, out, err, puts = _denied_writes(here, cli, s3)
-    assert out.splitlines()[1:3] == [f"  FAILED a.tsv: access denied writing to s3://{s3.bucket}/p",
-                                     f"  FAILED b.tsv: access denied writing to s3://{s3.bucket}/p"]
+def test_access_denied_on_every_write_is_one_error_for_the_target(here, cli, s3):
+    """Credentials that may list but not write: the second denied upload with none succeeded stops the
+    target, and the report says so once, instead of one FAILED line per file (issue 12)."""
+    code, out, err, puts = _denied_writes(here, cli, s3, 8, "--jobs", "1")
+    assert (code, err) == (1, "")
+    assert puts == [".cartsync.lock", "f0.tsv", "f1.tsv"]          # two tried, then no more started
+    assert out.splitlines()[1:] == [
+        f"  STOPPED: access denied writing to s3://{s3.bucket}/p: the first 2 uploads were denied (f0.tsv, f1.tsv) "
+        "and none succeeded, so no more were tried; check the credentials and that they may PutObject here",
+        "  not done because of the failure(s) above: 9 action(s) (f0.tsv, f1.tsv, f2.tsv, f3.tsv, f4.tsv, …)"]
+    assert "FAILED" not in out
+
+
+def test_access_denied_on_every_write_with_concurrency_is_still_one_error(here, cli, s3):
+    code, out, err, puts = _denied_writes(here, cli, s3, 12, "--jobs", "4")
+    assert code == 1 and "FAILED" not in out
+    [stopped] = [line for line in out.splitlines() if "STOPPED" in line]
+    assert re.fullmatch(rf"  STOPPED: access denied writing to s3://{s3.bucket}/p: the first \d+ uploads were denied "
+                        r"\(.*\) and none succeeded, so no more were tried; check the credentials and that they may "
+                        r"PutObject here", stopped)
+    assert len(puts) - 1 < 12                                       # the rest were never started
 
 
 def test_endpoint_that_refuses_connections(here, cli, dataset, s3):
