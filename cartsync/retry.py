@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import errno
+import http.client
 import logging
 import os
 import socket
@@ -39,6 +40,21 @@ _RETRY_ERRNOS = {errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED, errno
 
 
 _RETRY_EAI = {socket.EAI_AGAIN}
+
+# Transport faults by type: the standard library's here; each backend adds its library's (`transient`) when it
+# makes its client, so a library is named only where it is used. `_NOT_TRANSIENT` wins: a TLS failure (a wrong
+# CA bundle, a proxy that intercepts) stays wrong however often it is tried.
+_TRANSIENT: tuple[type[BaseException], ...] = (TimeoutError, ConnectionError, http.client.IncompleteRead)
+_NOT_TRANSIENT: tuple[type[BaseException], ...] = ()
+_registry_lock = threading.Lock()
+
+
+def transient(*types: type[BaseException], never: tuple[type[BaseException], ...] = ()) -> None:
+    """Declare a library's exception classes transport faults (retried), and `never` as not (TLS failures)."""
+    global _TRANSIENT, _NOT_TRANSIENT
+    with _registry_lock:
+        _TRANSIENT += tuple(t for t in types if t not in _TRANSIENT)
+        _NOT_TRANSIENT += tuple(t for t in never if t not in _NOT_TRANSIENT)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -72,14 +88,7 @@ def is_retryable(exc: BaseException) -> bool:
     gai = dns_failure(exc)
     if gai is not None:
         return gai.errno in _RETRY_EAI      # "try again" (EAI_AGAIN); a name that does not exist stays wrong
-    if isinstance(exc, (TimeoutError, socket.timeout, ConnectionError)):
-        return True
-    name = type(exc).__name__
-    if name in {"ConnectionError", "Timeout", "ReadTimeout", "ConnectTimeout", "ChunkedEncodingError",
-                "EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError", "ConnectTimeoutError",
-                "ResponseStreamingError", "IncompleteReadError", "ServerDisconnectedError",
-                "ClientPayloadError", "ClientOSError", "ServerTimeoutError", "ClientConnectorError",
-                "ProtocolError", "IncompleteRead", "RemoteDisconnected", "ProxyConnectionError", "ProxyError"}:
+    if isinstance(exc, _TRANSIENT) and not isinstance(exc, _NOT_TRANSIENT):
         return True
     if not isinstance(getattr(exc, "response", None), dict) and isinstance(
             getattr(exc.__cause__, "response", None), dict):

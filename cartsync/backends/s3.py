@@ -28,7 +28,7 @@ from ..objects import Facts, ObjectCache
 from ..selection import matches
 from . import s3_etags, s3_headers, s3_list, s3_sigv4
 from .base import Backend, Features, Progress, unreachable
-from .s3_client import botocore_client, content_type, s3fs_options, translated
+from .s3_client import botocore_client, content_type, declare_transient_aiohttp, s3fs_options, translated
 from .s3_compat import FeatureRejected, describe, feature_rejected, unsupported
 from .s3_lock import S3LockStore
 from .s3_multipart import MultipartUpload, StoredPart, UploadGone, abort_orphans
@@ -118,6 +118,7 @@ class S3Backend(Backend):
     def fs(self):
         """s3fs, for storage_options only it understands (see botocore_client); made on first use."""
         import s3fs
+        declare_transient_aiohttp()
         fs = s3fs.S3FileSystem(skip_instance_cache=True, **s3fs_options(self.target.storage_options))
         fs.retries = 1   # s3fs's own retry loop: once; cartsync's policy retries (and counts)
         return fs

@@ -11,7 +11,7 @@ import mimetypes
 from collections.abc import Mapping
 from typing import Any
 
-from ..retry import Timeouts
+from ..retry import Timeouts, transient
 from .sockets import draining_pools
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ def botocore_client(options: Mapping[str, Any], pool: int) -> Any | None:
         config_kwargs["signature_version"] = UNSIGNED
     if opts.get("endpoint_url"):
         client_kwargs.setdefault("endpoint_url", opts["endpoint_url"])
+    declare_transient_botocore()
     session = botocore.session.Session(profile=opts.get("profile"))
     client = session.create_client("s3", config=Config(**config_kwargs), **client_kwargs)
     _time_answers_from_the_last_byte_sent(client)
@@ -99,6 +100,25 @@ def _time_answers_from_the_last_byte_sent(client: Any) -> None:
                   "from the last byte written")
         return
     pools.update(draining_pools(pools))
+
+
+def declare_transient_botocore() -> None:
+    """botocore's (and urllib3's, underneath) transport faults, for retry.is_retryable."""
+    from botocore import exceptions as bce
+    from urllib3 import exceptions as u3
+    transient(bce.EndpointConnectionError, bce.ConnectionClosedError, bce.ReadTimeoutError, bce.ConnectTimeoutError,
+              bce.ResponseStreamingError, bce.IncompleteReadError, bce.ProxyConnectionError, bce.ConnectionError,
+              u3.ProtocolError, u3.ReadTimeoutError, u3.ConnectTimeoutError, u3.IncompleteRead, u3.ProxyError,
+              never=(bce.SSLError, u3.SSLError))
+
+
+def declare_transient_aiohttp() -> None:
+    """s3fs's transport (aiohttp, through aiobotocore) faults, for retry.is_retryable."""
+    import aiohttp
+    declare_transient_botocore()
+    transient(aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError,
+              aiohttp.ServerTimeoutError, aiohttp.ClientConnectorError,
+              never=(aiohttp.ClientSSLError,))
 
 
 def translated(exc: Exception) -> Exception:

@@ -17,17 +17,23 @@ from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 
 from .. import __version__
 from ..errors import AuthError, CartsyncError, RemoteError
 from ..inventory import cache_dir
 from ..manifest import ZenodoConfig
-from ..retry import Timeouts, dns_failure, is_retryable
+from ..retry import Timeouts, dns_failure, is_retryable, transient
 from .base import PROXY_HINT, proxy_for
 from .requests_drain import mount_draining
 from .zenodo_budget import RateBudget
 
 log = logging.getLogger(__name__)
+
+# requests' (and urllib3's, underneath) transport faults, for retry.is_retryable
+transient(requests.exceptions.ConnectionError, requests.exceptions.Timeout, requests.exceptions.ChunkedEncodingError,
+          urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.IncompleteRead,
+          never=(requests.exceptions.SSLError, urllib3.exceptions.SSLError))
 _TOKEN_RE = re.compile(r"[\x21-\x7e]+")     # printable ASCII, no spaces: what an HTTP header can carry
 
 
