@@ -5,21 +5,25 @@ Everything runs on 127.0.0.1; the whole module takes a few seconds.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.server
 import json
 import os
 import threading
 import uuid
+import zlib
 
 import pytest
 
 try:  # tests/ is on sys.path (pytest rootdir-less "prepend" import mode)
     from s3server import S3Server, aws_env
     from faultproxy import FaultProxy
+    from kms_proxy import KmsProxy
 except ImportError:  # tests/ imported as a package
     from tests.s3server import S3Server, aws_env
     from tests.faultproxy import FaultProxy
+    from tests.kms_proxy import KmsProxy
 
 import botocore.exceptions
 import requests
@@ -209,6 +213,145 @@ def test_null_version_id_quirk_is_worked_around(srv, bucket, big_file):
     assert f.version_id is None
     assert fsv.info(f"{bucket}/w.bin")["size"] == 6 * MiB
     assert all(r.status is None or r.status < 400 for r in srv.request_log)
+
+
+# --------------------------------------------------------------------------- quirk 4: CRC32 of multipart parts
+def _crc32(data: bytes) -> str:
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+
+@pytest.fixture(params=["direct", "kms_proxy"])
+def crc_client(request, srv):
+    """An uncounted boto3 client that tries once, straight on moto or through tests/kms_proxy.py."""
+    if request.param == "direct":
+        yield srv.boto3_client(counted=False, retries={"total_max_attempts": 1})
+        return
+    with KmsProxy(srv.endpoint_url) as kms:
+        yield srv.boto3_client(counted=False, endpoint_url=kms.url, retries={"total_max_attempts": 1})
+
+
+def _moto_upload(bucket, upload_id):
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+    return s3_backends[DEFAULT_ACCOUNT_ID]["global"].buckets[bucket].multiparts[upload_id]
+
+
+def test_crc32_wrong_part_is_refused_and_not_stored(srv, bucket, crc_client):
+    c = crc_client
+    uid = c.create_multipart_upload(Bucket=bucket, Key="k", ChecksumAlgorithm="CRC32")["UploadId"]
+    with pytest.raises(botocore.exceptions.ClientError) as ei:
+        c.upload_part(Bucket=bucket, Key="k", UploadId=uid, PartNumber=1, Body=b"data", ChecksumCRC32=_crc32(b"other"))
+    assert ei.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert ei.value.response["Error"] == {
+        "Code": "BadDigest", "Message": "The CRC32 you specified did not match the calculated checksum."}
+    assert "Parts" not in c.list_parts(Bucket=bucket, Key="k", UploadId=uid)
+    assert _moto_upload(bucket, uid).parts == {}
+    with pytest.raises(botocore.exceptions.ClientError) as ei:
+        c.upload_part(Bucket=bucket, Key="k", UploadId=uid, PartNumber=1, Body=b"data", ChecksumCRC32="nope")
+    assert ei.value.response["Error"] == {
+        "Code": "InvalidRequest", "Message": "Value for x-amz-checksum-crc32 header is invalid."}
+    assert _moto_upload(bucket, uid).parts == {}
+    # moto itself (the workaround switched off) stores the wrong part: the quirk this works around
+    with S3Server(crc32_parts=False) as raw:
+        r = raw.boto3_client(counted=False).upload_part(
+            Bucket=bucket, Key="k", UploadId=uid, PartNumber=1, Body=b"data", ChecksumCRC32=_crc32(b"other"))
+        assert "ChecksumCRC32" not in r
+    assert _moto_upload(bucket, uid).parts[1].value == b"data"
+
+
+def test_crc32_parts_are_echoed_listed_and_composed(srv, bucket, crc_client):
+    c = crc_client
+    first, last = os.urandom(5 * MiB), b"tail"
+    uid = c.create_multipart_upload(Bucket=bucket, Key="k", ChecksumAlgorithm="CRC32")["UploadId"]
+    p1 = c.upload_part(Bucket=bucket, Key="k", UploadId=uid, PartNumber=1, Body=first, ChecksumCRC32=_crc32(first))
+    assert p1["ChecksumCRC32"] == _crc32(first)
+    assert [v for k, v in p1["ResponseMetadata"]["HTTPHeaders"].items() if k == "x-amz-checksum-crc32"] == \
+        [_crc32(first)]
+    # botocore computing the CRC32 itself (ChecksumAlgorithm, as a default client does on its own)
+    p2 = c.upload_part(Bucket=bucket, Key="k", UploadId=uid, PartNumber=2, Body=last, ChecksumAlgorithm="CRC32")
+    assert p2["ChecksumCRC32"] == _crc32(last)
+
+    listed = c.list_parts(Bucket=bucket, Key="k", UploadId=uid)
+    assert [(p["PartNumber"], p["Size"], p["ChecksumCRC32"]) for p in listed["Parts"]] == \
+        [(1, 5 * MiB, _crc32(first)), (2, 4, _crc32(last))]
+    assert (listed["ChecksumAlgorithm"], listed["ChecksumType"]) == ("CRC32", "COMPOSITE")
+
+    done = c.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=uid, MultipartUpload={"Parts": [
+        {"PartNumber": 1, "ETag": p1["ETag"], "ChecksumCRC32": _crc32(first)},
+        {"PartNumber": 2, "ETag": p2["ETag"], "ChecksumCRC32": _crc32(last)}]})
+    composite = _crc32(zlib.crc32(first).to_bytes(4, "big") + zlib.crc32(last).to_bytes(4, "big")) + "-2"
+    assert (done["ChecksumCRC32"], done["ChecksumType"]) == (composite, "COMPOSITE")
+    assert "VersionId" not in done            # quirk 1 still applies to this answer
+    head = c.head_object(Bucket=bucket, Key="k", ChecksumMode="ENABLED")
+    assert (head["ChecksumCRC32"], head["ChecksumType"]) == (composite, "COMPOSITE")
+    assert "ChecksumCRC32" not in c.head_object(Bucket=bucket, Key="k")
+    got = c.get_object(Bucket=bucket, Key="k", ChecksumMode="ENABLED")
+    assert (got["ChecksumCRC32"], got["ChecksumType"]) == (composite, "COMPOSITE")
+    assert got["Body"].read() == first + last
+    assert srv.get_object_bytes(bucket, "k") == first + last
+
+
+def test_crc32_complete_needs_each_part_checksum_right(srv, bucket, crc_client):
+    c = crc_client
+    uid = c.create_multipart_upload(Bucket=bucket, Key="k", ChecksumAlgorithm="CRC32")["UploadId"]
+    etag = c.upload_part(Bucket=bucket, Key="k", UploadId=uid, PartNumber=1, Body=b"one",
+                         ChecksumCRC32=_crc32(b"one"))["ETag"]
+    for part, error in (
+        ({"PartNumber": 1, "ETag": etag}, {
+            "Code": "InvalidRequest", "Message": "The upload was created using a crc32 checksum. The complete "
+            "request must include the checksum for each part. It was missing for part 1 in the request."}),
+        ({"PartNumber": 1, "ETag": etag, "ChecksumCRC32": _crc32(b"two")}, {
+            "Code": "InvalidPart", "Message": "One or more of the specified parts could not be found. The part "
+            "might not have been uploaded, or the specified entity tag might not have matched the part's entity "
+            "tag."}),
+    ):
+        with pytest.raises(botocore.exceptions.ClientError) as ei:
+            c.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=uid, MultipartUpload={"Parts": [part]})
+        assert ei.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+        assert ei.value.response["Error"] == error
+        assert [u["UploadId"] for u in srv.list_multipart_uploads(bucket)] == [uid]      # still there
+    done = c.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=uid, MultipartUpload={"Parts": [
+        {"PartNumber": 1, "ETag": etag, "ChecksumCRC32": _crc32(b"one")}]})
+    assert done["ChecksumCRC32"] == _crc32(zlib.crc32(b"one").to_bytes(4, "big")) + "-1"
+    assert srv.get_object_bytes(bucket, "k") == b"one"
+
+
+def test_crc32_aws_chunked_part_is_left_to_moto(srv, bucket, http_session):
+    c = srv.boto3_client(counted=False)
+    uid = c.create_multipart_upload(Bucket=bucket, Key="k", ChecksumAlgorithm="CRC32")["UploadId"]
+    r = http_session.put(
+        f"{srv.endpoint_url}/{bucket}/k", params={"uploadId": uid, "partNumber": "1"},
+        data=f"4\r\ntail\r\n0\r\nx-amz-checksum-crc32:{_crc32(b'tail')}\r\n\r\n".encode(),
+        headers={"Content-Encoding": "aws-chunked", "x-amz-content-sha256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+                 "x-amz-decoded-content-length": "4", "x-amz-trailer": "x-amz-checksum-crc32",
+                 "x-amz-sdk-checksum-algorithm": "CRC32"})
+    assert r.status_code == 200, r.text
+    assert _moto_upload(bucket, uid).parts[1].value == b"tail"        # moto decoded the chunks itself
+    # Complete checks the part against the CRC32 of what moto stored (S3 computed one for it)
+    done = c.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=uid, MultipartUpload={"Parts": [
+        {"PartNumber": 1, "ETag": r.headers["ETag"], "ChecksumCRC32": _crc32(b"tail")}]})
+    assert done["ChecksumCRC32"] == _crc32(zlib.crc32(b"tail").to_bytes(4, "big")) + "-1"
+
+
+def test_parts_without_crc32_work_as_before(srv, bucket):
+    plain = srv.boto3_client(counted=False, request_checksum_calculation="when_required")
+    default = srv.boto3_client(counted=False)       # sends x-amz-checksum-crc32 on its own
+    uid = plain.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
+    first = os.urandom(5 * MiB)
+    p1 = plain.upload_part(Bucket=bucket, Key="k", UploadId=uid, PartNumber=1, Body=first)
+    assert "x-amz-checksum-crc32" not in p1["ResponseMetadata"]["HTTPHeaders"]
+    p2 = default.upload_part(Bucket=bucket, Key="k", UploadId=uid, PartNumber=2, Body=b"tail")
+    assert p2["ChecksumCRC32"] == _crc32(b"tail")
+    listed = plain.list_parts(Bucket=bucket, Key="k", UploadId=uid)
+    assert [("ChecksumCRC32" in p) for p in listed["Parts"]] == [False, True]
+    assert "ChecksumAlgorithm" not in listed
+    done = plain.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=uid, MultipartUpload={"Parts": [
+        {"PartNumber": 1, "ETag": p1["ETag"]}, {"PartNumber": 2, "ETag": p2["ETag"]}]})
+    assert "ChecksumCRC32" not in done
+    assert "ChecksumCRC32" not in plain.head_object(Bucket=bucket, Key="k", ChecksumMode="ENABLED")
+    assert srv.get_object_bytes(bucket, "k") == first + b"tail"
+    default.put_object(Bucket=bucket, Key="small", Body=b"small")
+    assert srv.get_object_bytes(bucket, "small") == b"small"
 
 
 # --------------------------------------------------------------------------- FaultProxy + S3
