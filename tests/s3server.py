@@ -64,14 +64,15 @@ assert them), and so the middleware does:
   ``<ChecksumCRC32>`` (else ``400 InvalidRequest`` "The upload was created using a crc32 checksum.
   The complete request must include the checksum for each part. It was missing for part N in the
   request.") equal to the part's (remembered, else the CRC32 of what moto stored) (else
-  ``400 InvalidPart``).  The answer carries ``<ChecksumCRC32>`` = base64(CRC32 of the parts' 4-byte
-  big-endian CRC32s, in the request's order) + ``-`` + number of parts, and
-  ``<ChecksumType>COMPOSITE</ChecksumType>``.
+  ``400 InvalidPart``, with the message moto gives for an ETag that does not match).  The answer
+  carries ``<ChecksumCRC32>`` = base64(CRC32 of the parts' 4-byte big-endian CRC32s, in the
+  request's order) + ``-`` + number of parts, and ``<ChecksumType>COMPOSITE</ChecksumType>``.
 * HEAD of an object so completed, with ``x-amz-checksum-mode: ENABLED``: ``x-amz-checksum-crc32:
   <composite>-N`` and ``x-amz-checksum-type: COMPOSITE`` (moto's GET already answers so).
 
-Not modelled: PutObject checksums, other algorithms, FULL_OBJECT uploads, aws-chunked trailers, an
-upload's whole-object checksum header on Complete, the part-numbers-consecutive rule
+Not modelled: PutObject checksums, other algorithms, FULL_OBJECT uploads, the checksum in an
+aws-chunked trailer (moto echoes it unchecked), ``x-amz-checksum-type`` in the CreateMultipartUpload
+answer, a whole-object checksum header on Complete, the part-numbers-consecutive rule
 (``InvalidPartOrder``) and Complete with checksums on an upload created without an algorithm.
 
 Notes
@@ -690,10 +691,11 @@ class S3Server:
                                      "part's entity tag.")
                 part_crcs.append(given)
         status, headers, body = _buffered(app, environ)
-        if status.startswith("200") and op == COMPLETE_MPU and part_crcs:
-            body = body.replace(b"</ETag>", f"</ETag><ChecksumCRC32>{_crc32_composite(part_crcs)}</ChecksumCRC32>"
-                                "<ChecksumType>COMPOSITE</ChecksumType>".encode(), 1)
-            with self._lock:
+        if status.startswith("200") and op == COMPLETE_MPU:
+            if part_crcs:
+                body = body.replace(b"</ETag>", f"</ETag><ChecksumCRC32>{_crc32_composite(part_crcs)}"
+                                    "</ChecksumCRC32><ChecksumType>COMPOSITE</ChecksumType>".encode(), 1)
+            with self._lock:        # the upload is gone: so are its parts
                 for k in [k for k in self._part_crc32 if k[:3] == (bucket, key, upload_id)]:
                     del self._part_crc32[k]
         elif status.startswith("200") and op == "ListParts":
