@@ -331,7 +331,10 @@ class _Handler(socketserver.BaseRequestHandler):
                         continue
                     conn.putheader(name, value)
                 conn.endheaders()
+                flip = proxy._take_corrupt(req.method, req.target)
                 for data in req.iter_body_raw():
+                    if flip and data:           # one bit of the body flipped on the wire, length kept
+                        data, flip = bytes([data[0] ^ 0x01]) + data[1:], False
                     conn.send(data)
                     if proxy.throttle:          # a slow link: the client's body moves at `throttle` B/s
                         time.sleep(len(data) / proxy.throttle)
@@ -480,6 +483,7 @@ class FaultProxy:
         self._max_faults: int | None = None
         self._rules: list[_Rule] = []
         self._hooks: list[list[Any]] = []  # [predicate, fn, remaining]
+        self._corrupt: list[list[Any]] = []  # [predicate, remaining]
         self._scheduled: list[list[Any]] = []  # [kind, remaining, predicate]
         self._faults_injected: dict[str, int] = {}
         self._random_faults = 0
@@ -566,6 +570,20 @@ class FaultProxy:
         client at an exact point, or to hold a request until an event is set)."""
         with self._lock:
             self._hooks.append([predicate, fn, times])
+
+    def corrupt(self, predicate: Callable[[str, str], bool], times: int = 1) -> None:
+        """Flip one bit of the request body of the next ``times`` requests matching predicate(method, target)
+        on its way upstream (bad memory, a broken middlebox): what a body checksum must catch."""
+        with self._lock:
+            self._corrupt.append([predicate, times])
+
+    def _take_corrupt(self, method: str, target: str) -> bool:
+        with self._lock:
+            for rule in self._corrupt:
+                if rule[1] > 0 and rule[0](method, target):
+                    rule[1] -= 1
+                    return True
+        return False
 
     def _run_hooks(self, method: str, target: str) -> None:
         with self._lock:

@@ -5,7 +5,7 @@ data (single-part and each part alike); moto answers with the MD5 regardless. Be
 and moto this proxy:
 
 - replaces the ETag of every SSE-KMS or SSE-C object by a value that is not its MD5 (stable for one
-  write, new for each write: derived from moto's ETag, key and write time) in PUT, UploadPart,
+  write, new for each write: derived from moto's ETag, key and write time) in PUT, UploadPart, ListParts,
   CompleteMultipartUpload, CopyObject, UploadPartCopy, HEAD, GET and ListObjectsV2 answers, adding
   `x-amz-server-side-encryption` where AWS sends it; part ETags sent back in a Complete are mapped
   back to moto's, as AWS's own part ETags would be accepted;
@@ -204,6 +204,11 @@ class KmsProxy:
                 data = _CONTENTS.sub(one, data)
             return headers, data
         part = "partNumber" in query and "uploadId" in query
+        if method == "GET" and "uploadId" in query and not part:      # ListParts: the part ETags it answered
+            if query["uploadId"][0] in self._kms_uploads:
+                data = _ETAG_XML.sub(lambda e: e.group(1) + self._fake_part(e.group(2).decode()).encode()
+                                     + e.group(3), data)
+            return headers, data
         if method == "POST" and "uploads" in query:
             if any(k.lower() == "x-amz-server-side-encryption" and v.startswith("aws:kms") for k, v in headers):
                 upload = re.search(rb"<UploadId>(.*?)</UploadId>", data)

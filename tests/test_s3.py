@@ -237,13 +237,15 @@ def test_part_size_and_concurrency_are_configurable(s3, tmp_path, cli):
 
 def test_data_bodies_are_not_hashed_twice_on_http(s3, tmp_path):
     """Over plain http botocore would SHA-256 every body for the signature; cartsync's bodies carry a
-    signed Content-MD5 instead (as botocore itself does on https), and the server still checks them."""
+    signed Content-MD5 (a single PUT) or CRC32 (each part) instead, as botocore itself does on https, and the
+    server still checks them."""
     target = TargetConfig(name="s3", url=f"s3://{s3.bucket}/unsigned", storage_options={"endpoint_url": s3.endpoint_url},
                           part_size=5 * MiB)
     backend = S3Backend(target, HashCache(tmp_path / "h.sqlite3"))
     seen: list[tuple[str, str | None, str | None]] = []
     backend.client.meta.events.register("before-send.s3", lambda request, **kw: seen.append(
-        (request.method, request.headers.get("x-amz-content-sha256"), request.headers.get("Content-MD5"))))
+        (request.method, request.headers.get("x-amz-content-sha256"),
+         request.headers.get("Content-MD5") or request.headers.get("x-amz-checksum-crc32"))))
     small = tmp_path / "small.bin"
     small.write_bytes(os.urandom(1000))
     big = tmp_path / "big.bin"

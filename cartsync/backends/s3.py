@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import hashlib
 import logging
 import math
 import os
@@ -26,7 +25,7 @@ from ..inventory import cached_digest, multipart_etag, still_same
 from ..model import Action, Change, KeyRange, LocalFile, Plan, RemoteFile
 from ..objects import Facts, ObjectCache
 from ..selection import matches
-from . import s3_etags, s3_headers, s3_list, s3_sigv4
+from . import s3_checksums, s3_etags, s3_headers, s3_list, s3_sigv4
 from .base import Backend, Features, Progress, unreachable
 from .s3_client import botocore_client, content_type, declare_transient_aiohttp, s3fs_options, translated
 from .s3_compat import FeatureRejected, describe, feature_rejected, unsupported
@@ -69,6 +68,7 @@ class S3Backend(Backend):
         self._unsupported: set[str] = set()               # best-effort steps the store lacks (501, 405)
         self._aborting = False                            # abort_open_uploads() was called
         self._rejected: FeatureRejected | None = None      # a feature the store refuses: stops the target
+        self._crc_parts = True                            # ask for CRC32 part checksums (s3_checksums)
         s3_etags.refuse_sse_c(target.name, target.storage_options)
 
     @functools.cached_property
@@ -437,7 +437,9 @@ class S3Backend(Backend):
             if upload is None or stored is None:
                 upload, stored = MultipartUpload.create(
                     self._s3, self.retrying, self.registry, self.scope, self.bucket, s3key, local.md5 or "",
-                    local.size, part_size, _stat_of(local), self.extra_args(key, local.md5 or "")), {}
+                    local.size, part_size, _stat_of(local), self.extra_args(key, local.md5 or ""),
+                    checksum=self._crc_parts), {}
+                self._crc_parts = upload.crc32      # a store without them is not asked again
             try:
                 return self._send(upload, stored, local, key, counted)
             except UploadGone:
@@ -482,11 +484,12 @@ class S3Backend(Backend):
         try:
             sent = upload.send(local.path, local.size, self._part_slots, self.target.part_concurrency, progress,
                                stored)
-            # every part was checked by the server (Content-MD5); the file must still be the one we hashed
+            self._crc_parts = upload.crc32         # a store that ignores part checksums is not asked again
+            # every part was checked by the server (CRC32 or Content-MD5); the file must still be the one we hashed
             if not still_same(local):
                 self._best_effort(ABORT_STEP, upload.abort, default=False)
                 raise SourceChanged(f"{key}: changed while it was being uploaded", "re-run when the file is complete")
-            expected = f"{hashlib.md5(b''.join(sent.digests)).hexdigest()}-{nparts}"
+            expected = s3_checksums.multipart_etag(sent.digests)
             resp = upload.complete(sent.parts, expected)
         except (UploadGone, SourceChanged):
             raise
@@ -503,7 +506,14 @@ class S3Backend(Backend):
             if nparts - sent.sent:
                 self._resumed[key] = Change("=", f"resumed {key}", f"{nparts - sent.sent} of {nparts} parts were "
                                             f"already stored; sent {sent.sent}")
-        etag = str(resp.get("ETag", "")).strip('"')
+        etag = s3_etags.etag_of(resp)
+        if sent.crcs:
+            want, got = s3_checksums.composite(sent.crcs), resp.get("ChecksumCRC32")
+            if got is not None and got != want:
+                raise VerifyError(f"{key}: server reports checksum {got} for the whole object, expected {want}")
+        if expected is None or not s3_etags.etag_is_md5(resp):
+            # SSE-KMS (the ETag is not an MD5): every part was checked by the server, by CRC32 or Content-MD5
+            return resp, etag
         if etag == expected and still_same(local):
             # the next plan compares this ETag: remember it, so that plan reads nothing
             self.cache.put(local.path, os.stat(local.path), expected, f"etag:{upload.entry.part_size}")

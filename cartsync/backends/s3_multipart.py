@@ -6,9 +6,10 @@ run, SIGKILL, Ctrl-C — it stays known as cartsync's own: the next run resumes 
 nothing else (another tool's upload under the same prefix) is ever aborted. `complete()` and
 `abort()` remove the row; nothing else does.
 
-Resuming: `stored_parts()` (ListParts) says what the server holds; `send()` reads every local part
-(the whole-file ETag needs each part's MD5 anyway), and sends only those whose stored ETag is not that
-MD5 or whose size differs. An upload the server no longer has (NoSuchUpload: aborted under us, or
+Each part is checked by the server against a CRC32 (s3_checksums.py) where the upload was created with
+one, else against its Content-MD5. Resuming: `stored_parts()` (ListParts) says what the server holds;
+`send()` reads every local part and sends only those whose stored checksum (CRC32, or the ETag as MD5)
+or size differs. An upload the server no longer has (NoSuchUpload: aborted under us, or
 expired by a lifecycle rule) raises `UploadGone`, and the caller starts a fresh one.
 
 Each call is retried on its own (with many parts, starting a file over on one failed part would
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import VerifyError
-from . import s3_etags
+from . import s3_checksums, s3_etags
 from .s3_registry import Entry, UploadRegistry
 
 log = logging.getLogger(__name__)
@@ -50,37 +51,54 @@ class StoredPart:
     number: int
     etag: str
     size: int
+    crc32: str | None = None          # as S3 writes it (base64), where the upload has CRC32 checksums
 
 
 @dataclass(frozen=True)
 class Sent:
-    """What `send()` did: the parts to complete with, their MD5s in order, and how many were sent now."""
+    """What `send()` did: the parts to complete with; in order, their MD5s (as the server reports them under
+    CRC32 checksums: None where the ETag is not one) and CRC32s (CRC32 uploads only); how many were sent now."""
 
     parts: list[dict[str, Any]]
-    digests: list[bytes]
+    digests: list[bytes | None]
+    crcs: list[int]
     sent: int
 
 
 class MultipartUpload:
-    def __init__(self, call: Call, retrying: Retrying, registry: UploadRegistry, bucket: str, entry: Entry) -> None:
+    def __init__(self, call: Call, retrying: Retrying, registry: UploadRegistry, bucket: str, entry: Entry,
+                 crc32: bool = False) -> None:
         assert entry.upload_id is not None
         self.call, self.retrying, self.registry = call, retrying, registry
         self.bucket, self.entry = bucket, entry
         self.key, self.upload_id = entry.key, entry.upload_id
+        self.crc32 = crc32     # parts carry CRC32 checksums (known from Create, or from ListParts on resume)
 
     @classmethod
     def create(cls, call: Call, retrying: Retrying, registry: UploadRegistry, scope: str, bucket: str, key: str,
-               md5: str, size: int, part_size: int, stat: str, extra: Mapping[str, Any]) -> MultipartUpload:
-        """CreateMultipartUpload, registered before it is sent; lost answers' uploads are aborted."""
+               md5: str, size: int, part_size: int, stat: str, extra: Mapping[str, Any],
+               checksum: bool = True) -> MultipartUpload:
+        """CreateMultipartUpload, registered before it is sent; lost answers' uploads are aborted. With
+        `checksum`, CRC32 part checksums are asked for (and done without where the store refuses them)."""
         intent = registry.intend(scope, key, md5, size, part_size, stat)
-        row, started, tries = intent.row, intent.started, [0]
+        row, started, tries, ask = intent.row, intent.started, [0], [checksum]
 
         def create() -> Any:
             tries[0] += 1
+            if ask[0]:
+                try:
+                    return call("create_multipart_upload", Bucket=bucket, Key=key,
+                                ChecksumAlgorithm=s3_checksums.ALGORITHM, **extra)
+                except Exception as exc:
+                    if not s3_checksums.refused(exc):
+                        raise
+                    log.info("%s: the store refuses CRC32 part checksums; the parts carry Content-MD5", key)
+                    ask[0] = False
             return call("create_multipart_upload", Bucket=bucket, Key=key, **extra)
 
         try:
-            upload_id = str(retrying(create)["UploadId"])
+            resp = retrying(create)
+            upload_id = str(resp["UploadId"])
         except Exception:
             # any of the tries may have reached the server: look now; if even that fails, the intent row
             # stays and the next run's clean-up looks for it by key and time
@@ -94,7 +112,8 @@ class MultipartUpload:
         if tries[0] > 1:
             # an earlier try's answer was lost: the server may hold an upload we never heard of
             abort_orphans(call, retrying, registry, bucket, key, started, time.time(), keep={upload_id})
-        return cls(call, retrying, registry, bucket, dataclasses.replace(intent, upload_id=upload_id))
+        return cls(call, retrying, registry, bucket, dataclasses.replace(intent, upload_id=upload_id),
+                   crc32=s3_checksums.uses_crc32(resp))
 
     def stored_parts(self) -> dict[int, StoredPart]:
         """The parts the server holds (ListParts, every page)."""
@@ -106,9 +125,10 @@ class MultipartUpload:
                                                        UploadId=self.upload_id, **marker))
             except FileNotFoundError:
                 raise UploadGone(self.upload_id) from None
+            self.crc32 = s3_checksums.uses_crc32(page)
             for p in page.get("Parts", []):
                 out[int(p["PartNumber"])] = StoredPart(int(p["PartNumber"]), str(p.get("ETag", "")).strip('"'),
-                                                       int(p.get("Size") or 0))
+                                                       int(p.get("Size") or 0), p.get("ChecksumCRC32"))
             nxt = page.get("NextPartNumberMarker")
             if not page.get("IsTruncated") or not nxt or marker.get("PartNumberMarker") == nxt:
                 return out
@@ -120,7 +140,8 @@ class MultipartUpload:
         part_size = self.entry.part_size
         nparts = -(-size // part_size)
         stored = stored or {}
-        digests: list[bytes] = [b""] * nparts
+        digests: list[bytes | None] = [None] * nparts
+        crcs: list[int] = [0] * nparts
         parts: list[dict[str, Any]] = []
         read_lock, out_lock = threading.Lock(), threading.Lock()
         state = {"next": 0, "sent": 0}
@@ -150,19 +171,13 @@ class MultipartUpload:
                     if item is None:
                         return
                     i, data = item
-                    digest = hashlib.md5(data)
-                    have = stored.get(i + 1)
-                    if have is not None and have.etag == digest.hexdigest() and have.size == len(data):
-                        etag = have.etag
-                    else:
-                        etag = self.retrying(functools.partial(self._send_part, i + 1, data, digest))
-                        with out_lock:
-                            state["sent"] += 1
                     n = len(data)
+                    etag, digests[i], crcs[i], now = self._one_part(i + 1, data, stored.get(i + 1))
                     del data
-                digests[i] = digest.digest()
                 with out_lock:
-                    parts.append({"PartNumber": i + 1, "ETag": f'"{etag}"'})
+                    state["sent"] += now
+                    parts.append({"PartNumber": i + 1, "ETag": f'"{etag}"',
+                                  **({"ChecksumCRC32": s3_checksums.encoded(crcs[i])} if self.crc32 else {})})
                 progress(n)
 
         workers = max(1, min(concurrency, nparts))
@@ -170,7 +185,7 @@ class MultipartUpload:
             futures = [pool.submit(worker) for _ in range(workers)]
             for fut in futures:
                 fut.result()
-        return Sent(sorted(parts, key=lambda p: p["PartNumber"]), digests, state["sent"])
+        return Sent(sorted(parts, key=lambda p: p["PartNumber"]), digests, crcs if self.crc32 else [], state["sent"])
 
     def _send_part(self, number: int, data: bytes, digest: Any) -> str:
         try:
@@ -184,7 +199,42 @@ class MultipartUpload:
             raise VerifyError(f"{self.key}: part {number} ETag mismatch")
         return etag
 
-    def complete(self, parts: list[dict[str, Any]], expected: str) -> dict[str, Any]:
+    def _one_part(self, number: int, data: bytes, have: StoredPart | None) -> tuple[str, bytes | None, int, bool]:
+        """(ETag, MD5 where known, CRC32 or 0, sent now) of part `number`; reused where the server holds it
+        intact (same size and checksum). One checksum per byte: CRC32 where the upload has them, else MD5."""
+        if self.crc32:
+            crc = s3_checksums.crc32(data)
+            if have is not None and have.size == len(data) and have.crc32 == s3_checksums.encoded(crc):
+                return have.etag, s3_checksums.digest_from_etag(have.etag), crc, False
+            etag = self.retrying(functools.partial(self._send_part_crc, number, data, crc))
+            return etag, s3_checksums.digest_from_etag(etag), crc, True
+        digest = hashlib.md5(data)
+        if have is not None and have.size == len(data) and have.etag == digest.hexdigest():
+            return have.etag, digest.digest(), 0, False
+        return self.retrying(functools.partial(self._send_part, number, data, digest)), digest.digest(), 0, True
+
+    def _send_part_crc(self, number: int, data: bytes, crc: int) -> str:
+        checksum = s3_checksums.encoded(crc)
+        try:
+            resp = self.call("upload_part", Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+                             PartNumber=number, Body=data, ChecksumCRC32=checksum)
+        except FileNotFoundError:
+            raise UploadGone(self.upload_id) from None
+        echoed = resp.get("ChecksumCRC32")
+        if echoed is None:
+            # the store took the part without checking a CRC32 (it ignores checksums): this part is checked by
+            # its MD5, and the rest of the upload carries Content-MD5
+            self.crc32 = False
+            digest = hashlib.md5(data)
+            if not s3_etags.etag_is_md5(resp):      # an ETag that says nothing (KMS): send it again, checked
+                return self._send_part(number, data, digest)
+            if str(resp.get("ETag", "")).strip('"') != digest.hexdigest():
+                raise VerifyError(f"{self.key}: part {number} ETag mismatch")
+        elif echoed != checksum:   # the server checked the body against it (BadDigest otherwise) and echoes it
+            raise VerifyError(f"{self.key}: part {number}: the server reports CRC32 {echoed}, sent {checksum}")
+        return str(resp.get("ETag", "")).strip('"')
+
+    def complete(self, parts: list[dict[str, Any]], expected: str | None) -> dict[str, Any]:
         """CompleteMultipartUpload; an answer lost on the way (NoSuchUpload on the retry, and the object
         is there with the expected ETag) counts as done. Unregisters the upload."""
         def once() -> dict[str, Any]:
@@ -196,7 +246,7 @@ class MultipartUpload:
                     head = self.call("head_object", Bucket=self.bucket, Key=self.key)
                 except FileNotFoundError:
                     raise UploadGone(self.upload_id) from None
-                if str(head.get("ETag", "")).strip('"') == expected:
+                if expected is not None and str(head.get("ETag", "")).strip('"') == expected:
                     return head
                 raise UploadGone(self.upload_id) from None
 
