@@ -220,6 +220,7 @@ def summarize(out: dict[str, Any]) -> dict[str, Any]:
             ok = [m for m in runs if m["ok"]]
             s[step] = {
                 "seconds": median([m["seconds"] for m in ok]) if ok else None,
+                "cpu": median([m["cpu"] for m in ok]) if ok else None,
                 "all_seconds": [round(m["seconds"], 3) for m in runs],
                 "objects": median([m["objects"] for m in runs]),
                 "bytes": median([m["bytes"] for m in runs]),
@@ -255,7 +256,8 @@ def table(out: dict[str, Any]) -> str:
                 return "n/a"
             if v["seconds"] is None:
                 return "FAILED"
-            txt = f"{secs(v['seconds'])} · {v['objects']:.0f} obj · {human(v['bytes'])}"
+            cpu = f" · {v['cpu']:.2f} CPU-s" if v.get("cpu") is not None else ""
+            txt = f"{secs(v['seconds'])}{cpu} · {v['objects']:.0f} obj · {human(v['bytes'])}"
             if step == "d":
                 txt += f" · {v['caught_min']}/{n_change} caught"
                 if v["extra_max"]:

@@ -182,7 +182,7 @@ def render(res: dict[str, Any]) -> str:
                 f"{human(sp['small_min'])}–{human(sp['small_max'])}, {sp['n_medium']} of "
                 f"{human(sp['medium_min'])}–{human(sp['medium_max'])}, {sp['n_large']} × ~{human(sp['large_size'])}, "
                 f"catalog.yaml). Median of {sync['reps']} run(s) per cell; "
-                "'cs/peer' = cartsync time / peer time (< 1 means cartsync is faster).",
+                "'cs/peer' = cartsync time / peer time (< 1 means cartsync is faster); CPU-s = the tool's user+sys CPU seconds (its child processes included).",
                 "(a) first sync to a fresh bucket; (b) immediate no-op re-run (after each (a)); "
                 f"(c) re-run after touching the mtimes of {len(sync['touched'])} files (no big ones); "
                 f"(d) re-run after changing the content of {len(sync['changed'])} files with size and mtime kept "
