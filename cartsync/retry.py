@@ -97,7 +97,7 @@ def is_retryable(exc: BaseException) -> bool:
     if isinstance(response, dict):   # botocore ClientError
         code = str(response.get("Error", {}).get("Code", ""))
         status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0
-        # 501 NotImplemented: the store lacks the call; it never clears (s3_compat)
+        # 501 NotImplemented: the store lacks the call; it never clears (backends/s3/compat.py)
         return code in _RETRY_CODES or (status >= 500 and status != 501) or status in (408, 429)
     if isinstance(exc, OSError) and not isinstance(exc, (PermissionError, FileNotFoundError)):
         return exc.errno in _RETRY_ERRNOS or exc.errno == errno.EAGAIN

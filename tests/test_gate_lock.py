@@ -128,7 +128,7 @@ print("botocore" if "botocore" in sys.modules else "no botocore", code)
 
 
 def test_a_no_op_apply_locks_and_lists_without_botocore(tmp_path, s3):
-    """A no-op apply is the lock, one listing and the unlock, all through the signed connection (s3_sigv4):
+    """A no-op apply is the lock, one listing and the unlock, all through the signed connection (backends/s3/sigv4.py):
     botocore's start-up (~0.6 CPU-s) is what made the no-op three times slower when the lock went through it."""
     m = manifests(tmp_path, s3)["s3"]
     assert run_cli(tmp_path, "apply", str(m)).returncode == 0

@@ -217,7 +217,7 @@ def test_upload_aws_collection_in_list(s3, tmp_path, cli, monkeypatch):
 
 
 def test_storage_options_the_aws_way():
-    from cartsync.backends.s3_client import s3fs_options
+    from cartsync.backends.s3.client import s3fs_options
     opts = s3fs_options({"profile": "lab", "region": "eu-west-1", "requester_pays": True, "anon": False,
                          "endpoint_url": "http://127.0.0.1:9000"})
     assert opts["client_kwargs"] == {"region_name": "eu-west-1"}

@@ -1,5 +1,5 @@
 """One MD5 per uploaded byte (issue 16): multipart parts carry a CRC32 checksum the server checks, not a
-second MD5 (cartsync/backends/s3_checksums.py). Against moto behind tests/s3server.py, whose middleware
+second MD5 (cartsync/backends/s3/checksums.py). Against moto behind tests/s3server.py, whose middleware
 checks, echoes and lists part checksums and answers the composite checksum as AWS documents."""
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import EXAMPLE, only_listing, s3_md5s
 from test_s3 import MiB, big_dataset, s3_manifest, writes
 
-from cartsync.backends import s3_headers
+from cartsync.backends.s3 import headers as s3_headers
 from cartsync.planner import header_drift
 
 TYPES = {".pmtiles": "application/vnd.pmtiles", ".yaml": "application/yaml", ".tsv": "text/tab-separated-values",
@@ -153,7 +153,7 @@ def test_overwrite_never_leaves_headers_alone(s3, tmp_path, cli):
 
 def test_example_content_types_cover_the_dataset():
     """The table the tests above expect is cartsync's (the PMTiles spec names application/vnd.pmtiles)."""
-    from cartsync.backends.s3_client import content_type
+    from cartsync.backends.s3.client import content_type
     keys = [p.name for p in EXAMPLE.rglob("*") if p.name.endswith(tuple(TYPES))]
     assert {k.rsplit(".", 1)[1] for k in keys} == {"pmtiles", "yaml", "tsv", "gz", "png", "json"}
     assert {k: content_type(k) for k in keys} == {k: wanted_type(k) for k in keys}

@@ -1,4 +1,4 @@
-"""The S3 listing fast path (cartsync.backends.s3_list) against its references.
+"""The S3 listing fast path (cartsync.backends.s3.listing) against its references.
 
 The references are botocore's own signer and listing, a real S3 server (moto, on 127.0.0.1) and a
 scripted stub S3 (below) that answers the way AWS does where moto differs (keys form-encoded, tokens
@@ -26,9 +26,9 @@ from urllib.parse import parse_qs, parse_qsl, quote, quote_plus, urlsplit
 
 import pytest
 
-from cartsync.backends import s3_list
+from cartsync.backends.s3 import listing as s3_list
 from cartsync.backends.s3 import S3Backend
-from cartsync.backends.s3_sigv4 import Credentials, Endpoint, canonical_query, endpoint_for, sign_v4
+from cartsync.backends.s3.sigv4 import Credentials, Endpoint, canonical_query, endpoint_for, sign_v4
 from cartsync.inventory import HashCache
 from cartsync.manifest import TargetConfig
 from cartsync.model import RemoteFile
@@ -216,7 +216,7 @@ def test_signature_equals_botocores(monkeypatch, prefix, where):
     ("DELETE", {"if-match": '"9b2cf535f27731c974343645a3985328"'}, b""),
 ])
 def test_lock_requests_are_signed_as_botocore_signs_them(monkeypatch, method, headers, body):
-    """The lock object's requests (s3_lock.py): a body signed by its SHA-256 and the conditional headers
+    """The lock object's requests (backends/s3/lock.py): a body signed by its SHA-256 and the conditional headers
     signed with the rest, as botocore's S3 signer does for the same request."""
     import botocore.auth
     import botocore.awsrequest
@@ -661,7 +661,7 @@ def test_unexpected_answer_falls_back_to_botocore(s3, tmp_path, caplog):
             return True
         return False
 
-    caplog.set_level(logging.DEBUG, logger="cartsync.backends.s3")
+    caplog.set_level(logging.DEBUG, logger="cartsync.backends.s3.backend")
     with FaultProxy(s3.endpoint_url) as proxy:
         proxy.fail_always(first_listing, status=301, body=redirect, headers={"x-amz-bucket-region": "eu-central-1"})
         backend = backend_for(f"s3://{s3.bucket}/ds", {"endpoint_url": proxy.url}, tmp_path)

@@ -179,7 +179,7 @@ def test_four_shard_listings_cost_about_one_listing_of_the_collection(tmp_path, 
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.s3.models import s3_backends
 
-    from cartsync.backends.s3_client import content_type
+    from cartsync.backends.s3.client import content_type
     backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
     for path in sorted(p for p in (tmp_path / "coll").rglob("*") if p.is_file()):
         key = backend.put_object(s3.bucket, f"coll/{path.relative_to(tmp_path / 'coll').as_posix()}", path.read_bytes())

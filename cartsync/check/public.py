@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from ..backends.s3_sigv4 import config_profile
+from ..backends.s3.sigv4 import config_profile
 from ..manifest import TargetConfig
 from . import web
 

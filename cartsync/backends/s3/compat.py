@@ -12,10 +12,15 @@ kinds of answer matter to cartsync:
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
-from ..errors import RemoteError
+from ...errors import RemoteError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _UNSUPPORTED_CODES = {"NotImplemented", "MethodNotAllowed", "XNotImplemented", "UnsupportedOperation"}
 
@@ -103,3 +108,36 @@ def feature_rejected(target: str, exc: BaseException, args: Mapping[str, Any]) -
             + (f" (header {header})" if header else "") + f": {message or code}",
             "remove the matching setting from the target's headers: or storage_options")
     return None
+
+
+class OptionalSteps:
+    """Runs a target's optional steps (clean-up, resume, an extra read): a store that lacks the call is noted
+    once and not asked again this run; any other failure is noted once per step; neither blocks the sync."""
+
+    def __init__(self, target_name: str) -> None:
+        self.target_name = target_name
+        self._lock = threading.Lock()
+        self._noted: set[str] = set()
+        self._unsupported: set[str] = set()      # it never clears (501, 405)
+
+    def run(self, step: str, fn: Callable[[], T], default: T) -> T | None:
+        """fn()'s result, or `default` when the step is skipped or fails."""
+        if step in self._unsupported:
+            return default
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 — optional steps never block the sync
+            if unsupported(exc):
+                with self._lock:
+                    self._unsupported.add(step)
+                self._note_once(step, f"target {self.target_name}: the store does not support {step}; skipped")
+            else:
+                self._note_once(step, f"target {self.target_name}: {step} failed, skipped ({describe(exc)})")
+            return default
+
+    def _note_once(self, step: str, text: str) -> None:
+        with self._lock:
+            if step in self._noted:
+                return
+            self._noted.add(step)
+        log.warning("%s", text)

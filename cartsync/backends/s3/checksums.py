@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .s3_compat import error_fields
+from .compat import error_fields
 
 ALGORITHM = "CRC32"
 _MD5_HEX = re.compile(r"[0-9a-f]{32}")

@@ -11,8 +11,8 @@ import mimetypes
 from collections.abc import Mapping
 from typing import Any
 
-from ..retry import Timeouts, transient
-from .sockets import draining_pools
+from ...retry import Timeouts, transient
+from ..sockets import draining_pools
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Conditional writes are AWS's since November 2024: `PutObject` with `If-None-Matc
 where none exists, `If-Match: "<ETag>"` replaces or deletes only the lock this run holds. Stores without
 them answer 400/501: `NoConditionalWrite`, and the run falls back to the machine lock.
 
-The requests go out through the signed connection of s3_sigv4 where it applies, so that a no-op apply (lock,
+The requests go out through the signed connection of sigv4.py where it applies, so that a no-op apply (lock,
 list, unlock) never starts botocore (~0.6 CPU-s); any answer that path does not expect is asked again through
 botocore, whose answer decides (as the listing does).
 """
@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..errors import AuthError, NoConditionalWrite, RemoteError
-from .s3_sigv4 import Answer, Connection, Endpoint, error_code
+from ...errors import AuthError, NoConditionalWrite, RemoteError
+from .sigv4 import Answer, Connection, Endpoint, error_code
 
 log = logging.getLogger(__name__)
 _CONFLICT = ("PreconditionFailed", "ConditionalRequestConflict")
@@ -43,7 +43,7 @@ class S3LockStore:
     # ---- the signed path ---------------------------------------------------------------------------
 
     def _wire(self, method: str, headers: dict[str, str] | None = None, body: bytes = b"") -> Answer | None:
-        """The answer through s3_sigv4, or None where botocore must be asked. One connection per call: the
+        """The answer through sigv4, or None where botocore must be asked. One connection per call: the
         lock is touched a few times per run, minutes apart, and a kept-alive connection would have gone stale."""
         if self._endpoint is None:
             return None

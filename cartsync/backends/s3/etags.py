@@ -18,14 +18,19 @@ default encryption too). So:
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ..errors import PlanError
-from ..model import LocalFile, RemoteFile
-from ..objects import Facts, ObjectCache
-from . import s3_headers
+from ...errors import PlanError
+from ...inventory import HashCache, cached_digest, multipart_etag
+from ...model import LocalFile, RemoteFile
+from ...objects import Facts, ObjectCache
+from . import headers
+
+MiB = 2**20
 
 KMS = ("aws:kms", "aws:kms:dsse")
 HEAD_JOBS = 16
@@ -106,8 +111,8 @@ class Resolver:
         if head is None or etag_of(head) != r.etag:
             same = r.md5 == lf.md5 or ("-" in r.etag and self.etag_matches(lf, r.etag))
             return dataclasses.replace(r, md5=lf.md5) if same else r
-        facts = s3_headers.from_head(head)
-        meta = facts.headers.get(s3_headers.META_MD5)
+        facts = headers.from_head(head)
+        meta = facts.headers.get(headers.META_MD5)
         if not etag_is_md5(head):
             md5 = meta                     # KMS: the ETag proves nothing; what cartsync recorded at upload does
         elif "-" in r.etag:
@@ -117,3 +122,16 @@ class Resolver:
         facts = dataclasses.replace(facts, md5=md5)
         self.cache.put(self.s3key(r.key), r.etag, facts)
         return facts
+
+
+def multipart_matches(cache: HashCache, lf: LocalFile, etag: str, part_sizes: list[int]) -> bool:
+    """Whether `lf` uploaded in parts of one of `part_sizes` (or of size/N rounded up to a MiB, as some tools
+    choose) has this multipart ETag; each computed ETag cached by file and part size."""
+    parts = int(etag.rsplit("-", 1)[1])
+    derived = math.ceil(lf.size / parts / MiB) * MiB
+    for ps in dict.fromkeys([*part_sizes, derived, derived + MiB]):
+        if math.ceil(lf.size / ps) != parts:
+            continue
+        if cached_digest(cache, lf.path, f"etag:{ps}", functools.partial(multipart_etag, part_size=ps)) == etag:
+            return True
+    return False

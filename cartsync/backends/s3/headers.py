@@ -19,8 +19,8 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..model import Action
-from ..objects import Facts
+from ...model import Action
+from ...objects import Facts
 
 log = logging.getLogger(__name__)
 # manifest/botocore name → header name as shown in plans

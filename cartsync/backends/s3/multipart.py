@@ -6,7 +6,7 @@ run, SIGKILL, Ctrl-C — it stays known as cartsync's own: the next run resumes 
 nothing else (another tool's upload under the same prefix) is ever aborted. `complete()` and
 `abort()` remove the row; nothing else does.
 
-Each part is checked by the server against a CRC32 (s3_checksums.py) where the upload was created with
+Each part is checked by the server against a CRC32 (checksums.py) where the upload was created with
 one, else against its Content-MD5. Resuming: `stored_parts()` (ListParts) says what the server holds;
 `send()` reads every local part and sends only those whose stored checksum (CRC32, or the ETag as MD5)
 or size differs. An upload the server no longer has (NoSuchUpload: aborted under us, or
@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import VerifyError
-from . import s3_checksums, s3_etags
-from .s3_registry import Entry, UploadRegistry
+from ...errors import VerifyError
+from . import checksums, etags
+from .registry import Entry, UploadRegistry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -88,9 +88,9 @@ class MultipartUpload:
             if ask[0]:
                 try:
                     return call("create_multipart_upload", Bucket=bucket, Key=key,
-                                ChecksumAlgorithm=s3_checksums.ALGORITHM, **extra)
+                                ChecksumAlgorithm=checksums.ALGORITHM, **extra)
                 except Exception as exc:
-                    if not s3_checksums.refused(exc):
+                    if not checksums.refused(exc):
                         raise
                     log.info("%s: the store refuses CRC32 part checksums; the parts carry Content-MD5", key)
                     ask[0] = False
@@ -113,7 +113,7 @@ class MultipartUpload:
             # an earlier try's answer was lost: the server may hold an upload we never heard of
             abort_orphans(call, retrying, registry, bucket, key, started, time.time(), keep={upload_id})
         return cls(call, retrying, registry, bucket, dataclasses.replace(intent, upload_id=upload_id),
-                   crc32=s3_checksums.uses_crc32(resp))
+                   crc32=checksums.uses_crc32(resp))
 
     def stored_parts(self) -> dict[int, StoredPart]:
         """The parts the server holds (ListParts, every page)."""
@@ -125,7 +125,7 @@ class MultipartUpload:
                                                        UploadId=self.upload_id, **marker))
             except FileNotFoundError:
                 raise UploadGone(self.upload_id) from None
-            self.crc32 = s3_checksums.uses_crc32(page)
+            self.crc32 = checksums.uses_crc32(page)
             for p in page.get("Parts", []):
                 out[int(p["PartNumber"])] = StoredPart(int(p["PartNumber"]), str(p.get("ETag", "")).strip('"'),
                                                        int(p.get("Size") or 0), p.get("ChecksumCRC32"))
@@ -177,7 +177,7 @@ class MultipartUpload:
                 with out_lock:
                     state["sent"] += now
                     parts.append({"PartNumber": i + 1, "ETag": f'"{etag}"',
-                                  **({"ChecksumCRC32": s3_checksums.encoded(crcs[i])} if self.crc32 else {})})
+                                  **({"ChecksumCRC32": checksums.encoded(crcs[i])} if self.crc32 else {})})
                 progress(n)
 
         workers = max(1, min(concurrency, nparts))
@@ -194,8 +194,8 @@ class MultipartUpload:
         except FileNotFoundError:
             raise UploadGone(self.upload_id) from None
         etag = str(resp.get("ETag", "")).strip('"')
-        # under SSE-KMS a part's ETag is not its MD5: the server checked Content-MD5 instead (s3_etags)
-        if not s3_etags.verified(resp, digest.hexdigest()):
+        # under SSE-KMS a part's ETag is not its MD5: the server checked Content-MD5 instead (etags.py)
+        if not etags.verified(resp, digest.hexdigest()):
             raise VerifyError(f"{self.key}: part {number} ETag mismatch")
         return etag
 
@@ -203,18 +203,18 @@ class MultipartUpload:
         """(ETag, MD5 where known, CRC32 or 0, sent now) of part `number`; reused where the server holds it
         intact (same size and checksum). One checksum per byte: CRC32 where the upload has them, else MD5."""
         if self.crc32:
-            crc = s3_checksums.crc32(data)
-            if have is not None and have.size == len(data) and have.crc32 == s3_checksums.encoded(crc):
-                return have.etag, s3_checksums.digest_from_etag(have.etag), crc, False
+            crc = checksums.crc32(data)
+            if have is not None and have.size == len(data) and have.crc32 == checksums.encoded(crc):
+                return have.etag, checksums.digest_from_etag(have.etag), crc, False
             etag = self.retrying(functools.partial(self._send_part_crc, number, data, crc))
-            return etag, s3_checksums.digest_from_etag(etag), crc, True
+            return etag, checksums.digest_from_etag(etag), crc, True
         digest = hashlib.md5(data)
         if have is not None and have.size == len(data) and have.etag == digest.hexdigest():
             return have.etag, digest.digest(), 0, False
         return self.retrying(functools.partial(self._send_part, number, data, digest)), digest.digest(), 0, True
 
     def _send_part_crc(self, number: int, data: bytes, crc: int) -> str:
-        checksum = s3_checksums.encoded(crc)
+        checksum = checksums.encoded(crc)
         try:
             resp = self.call("upload_part", Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
                              PartNumber=number, Body=data, ChecksumCRC32=checksum)
@@ -226,7 +226,7 @@ class MultipartUpload:
             # its MD5, and the rest of the upload carries Content-MD5
             self.crc32 = False
             digest = hashlib.md5(data)
-            if not s3_etags.etag_is_md5(resp):      # an ETag that says nothing (KMS): send it again, checked
+            if not etags.etag_is_md5(resp):      # an ETag that says nothing (KMS): send it again, checked
                 return self._send_part(number, data, digest)
             if str(resp.get("ETag", "")).strip('"') != digest.hexdigest():
                 raise VerifyError(f"{self.key}: part {number} ETag mismatch")

@@ -1,6 +1,6 @@
 """AWS Signature V4 over plain HTTP(S), without botocore's start-up: where it applies, the signer, a connection.
 
-A no-op re-run is one listing (s3_list.py) and the target's lock object (s3_lock.py); through botocore it
+A no-op re-run is one listing (listing.py) and the target's lock object (lock.py); through botocore it
 paid ~0.3 s of imports and client set-up before the first byte went out. This module signs with AWS
 Signature V4 itself (tests check every header against botocore's signer).
 
@@ -24,7 +24,7 @@ from urllib.parse import quote, urlsplit
 from urllib.request import getproxies_environment, proxy_bypass_environment  # type: ignore[attr-defined]
 from xml.etree import ElementTree
 
-from ..retry import Timeouts
+from ...retry import Timeouts
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _DNS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")

@@ -1,16 +1,17 @@
-"""ListObjectsV2 over plain HTTP(S) (s3_sigv4.py): the listing every plan starts with, without botocore.
+"""ListObjectsV2 over plain HTTP(S) (sigv4.py): the listing every plan starts with, without botocore.
 
 The XML is parsed with ElementTree. Any answer the lister does not expect (a redirect, a region or
 signature complaint) falls back to botocore (`Fallback`), so errors read the same whichever path listed.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import unquote_plus
 from xml.etree import ElementTree
 
-from ..errors import AuthError, RemoteError
-from .s3_sigv4 import Connection, error_code
+from ...errors import AuthError, RemoteError
+from .sigv4 import Connection, error_code
 
 
 class Fallback(Exception):
@@ -76,3 +77,40 @@ class Lister(Connection):
             if not token or token == query.get("continuation-token"):
                 # a V1-style answer, or a store going round in circles: botocore's paging decides
                 raise Fallback("truncated listing without a new continuation token")
+
+
+# ---- the same listing through botocore (where the signed path does not apply, or fell back) ---------------
+
+Call = Callable[..., Any]
+
+
+def through_botocore(call: Call, bucket: str, prefix: str, span: tuple[str, str] | None,
+                     where: str) -> list[tuple[str, int, str]]:
+    """(key, size, etag) under `prefix` by ListObjectsV2 through `call`; with `span`, only the keys strictly
+    between its two ends. A missing bucket lists empty (see bucket_exists); `where` names the endpoint."""
+    out: list[tuple[str, int, str]] = []
+    token: dict[str, str] = {"StartAfter": span[0]} if span else {}
+    while True:
+        try:
+            page = call("list_objects_v2", Bucket=bucket, Prefix=prefix, **token)
+        except FileNotFoundError:
+            return []
+        if "Name" not in page:       # every ListObjectsV2 answer names its bucket; an HTML page parses to {}
+            raise not_s3(where)
+        entries = [(o["Key"], int(o.get("Size") or 0), str(o.get("ETag") or "").strip('"'))
+                   for o in page.get("Contents", [])]
+        out += [e for e in entries if not span or e[0] < span[1]]
+        if not page.get("IsTruncated") or not page.get("NextContinuationToken") or (
+                span and entries and entries[-1][0] >= span[1]):
+            return out
+        if token.get("ContinuationToken") == page["NextContinuationToken"]:
+            raise RemoteError("the store answered the same listing page twice", "report this to the store's operators")
+        token = {"ContinuationToken": page["NextContinuationToken"]}   # (StartAfter only counts once)
+
+
+def bucket_exists(call: Call, bucket: str) -> bool:
+    try:
+        call("head_bucket", Bucket=bucket)
+    except FileNotFoundError:
+        return False
+    return True
