@@ -5,13 +5,13 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import s3_md5s, write_manifest
+from contract import BackendContract
 
 from cartsync.backends.s3 import S3Backend
 from cartsync.inventory import HashCache, md5_file
 from cartsync.manifest import TargetConfig
 from cartsync.model import LocalFile
-from conftest import s3_md5s, write_manifest
-from test_contract import run_contract
 
 MiB = 2**20
 
@@ -31,24 +31,41 @@ def writes(s3) -> int:
     return c["PutObject"] + c["UploadPart"] + c["CreateMultipartUpload"] + c["DeleteObject"] + c["DeleteObjects"]
 
 
-@pytest.mark.parametrize("options,lister,writer", [
-    ({}, "s3_list", "botocore"),
-    # a config option is one s3_list leaves to botocore
-    ({"config_kwargs": {"read_timeout": 60}}, "botocore", "botocore"),
+S3_WAYS = {     # how the backend talks to the server: storage_options, who lists, who writes
+    "signed-listing": ({}, "signed", "botocore"),
+    # a config option is one the signed listing leaves to botocore
+    "botocore": ({"config_kwargs": {"read_timeout": 60}}, "botocore", "botocore"),
     # an option only s3fs knows keeps s3fs for every call (here: server-side encryption on every write)
-    ({"s3_additional_kwargs": {"ServerSideEncryption": "AES256"}}, "botocore", "s3fs"),
-], ids=["fast-list", "botocore", "s3fs"])
-def test_contract_on_s3(s3, tmp_path, options, lister, writer):
-    """Each way the S3 backend can talk to the server keeps the same contract."""
+    "s3fs": ({"s3_additional_kwargs": {"ServerSideEncryption": "AES256"}}, "botocore", "s3fs"),
+}
+
+
+def s3_backend(s3, tmp_path: Path, way: str) -> S3Backend:
+    options, lister, writer = S3_WAYS[way]
     target = TargetConfig(name="s3", url=f"s3://{s3.bucket}/contract",
                           storage_options={"endpoint_url": s3.endpoint_url, **options})
     backend = S3Backend(target, HashCache(tmp_path / "h.sqlite3"))
-    assert (backend._fast is not None) == (lister == "s3_list")
+    assert (backend._fast is not None) == (lister == "signed")
     assert (backend.client is None) == (writer == "s3fs")
-    run_contract(backend, tmp_path)
-    if writer == "s3fs":
-        head = s3.boto3_client(counted=False).head_object(Bucket=s3.bucket, Key="contract/a.pmtiles")
-        assert head["ServerSideEncryption"] == "AES256"
+    return backend
+
+
+class TestS3Contract(BackendContract):
+    """Each way the S3 backend can talk to the server keeps the same contract."""
+
+    @pytest.fixture(params=list(S3_WAYS))
+    def backend(self, request, s3, tmp_path):
+        backend = s3_backend(s3, tmp_path, request.param)
+        yield backend
+        backend.close()
+
+
+def test_s3fs_writes_carry_the_options_only_it_knows(s3, tmp_path):
+    backend = s3_backend(s3, tmp_path, "s3fs")
+    BackendContract.put(backend, tmp_path, "a.pmtiles", os.urandom(5000))
+    head = s3.boto3_client(counted=False).head_object(Bucket=s3.bucket, Key="contract/a.pmtiles")
+    assert head["ServerSideEncryption"] == "AES256"
+    backend.close()
 
 
 def test_sync_noop_change_and_delete(s3, tmp_path, dataset, cli):
@@ -196,6 +213,7 @@ def test_upload_aws_with_cartloader_flags(s3, tmp_path, dataset, cli, monkeypatc
 
 def test_upload_aws_collection_in_list(s3, tmp_path, cli, monkeypatch):
     import shutil
+
     from conftest import EXAMPLE
     coll = tmp_path / "coll"
     shutil.copytree(EXAMPLE, coll / "s1")

@@ -9,24 +9,28 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import zenodo_manifest
+from contract import BackendContract
 
 from cartsync.backends.zenodo import ZenodoBackend
 from cartsync.inventory import HashCache
 from cartsync.manifest import TargetConfig, ZenodoConfig
-from test_contract import run_contract
 
 META = {"title": "Contract", "upload_type": "dataset", "description": "d", "creators": ["Doe, Jane"]}
 
 
-def test_contract_on_zenodo(zenodo, tmp_path):
-    cfg = ZenodoConfig(url=zenodo.url, metadata=META, token_env="ZT", state_file=tmp_path / "s.json",
-                       marker="cartsync:contract")
-    backend = ZenodoBackend(TargetConfig(name="z", url=zenodo.url, zenodo=cfg), HashCache(tmp_path / "h.sqlite3"))
-    from cartsync.model import Plan
-    backend.listing()
-    backend.begin(Plan("z", "u", ()))        # creates the draft the contract writes to
-    run_contract(backend, tmp_path)
+class TestZenodoContract(BackendContract):
+    @pytest.fixture
+    def backend(self, zenodo, tmp_path):
+        cfg = ZenodoConfig(url=zenodo.url, metadata=META, token_env="ZT", state_file=tmp_path / "s.json",
+                           marker="cartsync:contract")
+        backend = ZenodoBackend(TargetConfig(name="z", url=zenodo.url, zenodo=cfg), HashCache(tmp_path / "h.sqlite3"))
+        from cartsync.model import Plan
+        backend.listing()
+        backend.begin(Plan("z", "u", ()))        # creates the draft the contract writes to
+        yield backend
+        backend.close()
 
 
 def state(m: Path) -> dict:
