@@ -20,20 +20,24 @@ def local_target(tmp_path: Path) -> TargetConfig:
     return TargetConfig(name="disk", url=str(tmp_path / "target"))
 
 
-class TestMemory(BackendContract):
+class Opened(BackendContract):
+    """A backend opened on `target(tmp_path)`."""
+
+    target = staticmethod(memory_target)
+
     @pytest.fixture
     def backend(self, tmp_path):
-        b = open_backend(memory_target(tmp_path), HashCache(tmp_path / "h.sqlite3"))
+        b = open_backend(self.target(tmp_path), HashCache(tmp_path / "h.sqlite3"))
         yield b
         b.close()
 
 
-class TestLocalDisk(BackendContract):
-    @pytest.fixture
-    def backend(self, tmp_path):
-        b = open_backend(local_target(tmp_path), HashCache(tmp_path / "h.sqlite3"))
-        yield b
-        b.close()
+class TestMemory(Opened):
+    target = staticmethod(memory_target)
+
+
+class TestLocalDisk(Opened):
+    target = staticmethod(local_target)
 
 
 def test_listing_stays_inside_prefix(tmp_path):
