@@ -114,10 +114,13 @@ class Timeouts:
     """How long one try may wait. Documented in the README; set by environment variables."""
     connect: float = 10.0     # to open a connection (TLS included)
     idle: float = 60.0        # with no byte received (or, while sending, none accepted for `connect`)
+    answer: float = 120.0     # for a whole answer, from the last byte of the request: a server that drips
+                              # a byte just inside `idle` is abandoned too (backends/sockets.py)
 
     @classmethod
     def from_env(cls) -> Timeouts:
-        return cls(connect=_env("CARTSYNC_CONNECT_TIMEOUT", cls.connect), idle=_env("CARTSYNC_IDLE_TIMEOUT", cls.idle))
+        return cls(connect=_env("CARTSYNC_CONNECT_TIMEOUT", cls.connect), idle=_env("CARTSYNC_IDLE_TIMEOUT", cls.idle),
+                   answer=_env("CARTSYNC_ANSWER_TIMEOUT", cls.answer))
 
 
 class Streak:

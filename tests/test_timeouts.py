@@ -91,6 +91,27 @@ def test_silent_s3_listing_is_abandoned_retried_and_given_up_on(tmp_path, stall,
     assert all(h >= 0.9 for h in held)     # (the server sees the request a moment late)
 
 
+@pytest.mark.parametrize("path", ["fast", "botocore"])
+def test_a_server_dripping_its_answer_is_abandoned_too(tmp_path, path):
+    """A byte every 0.3 s never trips a 1 s read timeout; the answer timeout (2 s here) cuts the try, and the
+    retry budget ends the run."""
+    drip = StallServer(drip=0.3)
+    try:
+        extra = {} if path == "fast" else {"requester_pays": False}     # requester_pays: botocore lists
+        manifest(tmp_path, s3_target("web", drip.url, **extra))
+        env = {**SHORT, "CARTSYNC_CONNECT_TIMEOUT": "2", "CARTSYNC_ANSWER_TIMEOUT": "2"}
+        code, out, err = run(["plan", "m.yaml", "-v"], tmp_path, env)
+        assert (code, out) == (1, ""), err
+        assert "INFO: abandoned an answer still arriving 2 s after the request (CARTSYNC_ANSWER_TIMEOUT)\n" in err
+        assert err.splitlines()[-2].startswith("error: target web: no answer within the retry budget (6 s); last: ")
+        deadline = time.monotonic() + 3       # the last close reaches the server a moment after the client exits
+        while len(drip.abandoned()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(drip.abandoned()) >= 2, err
+    finally:
+        drip.stop()
+
+
 def test_silent_zenodo_is_given_up_on(tmp_path, stall, monkeypatch):
     monkeypatch.setenv("ZT", "test-token-zz9")
     src = tmp_path / "cartload2"

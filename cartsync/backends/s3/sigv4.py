@@ -25,6 +25,7 @@ from urllib.request import getproxies_environment, proxy_bypass_environment  # t
 from xml.etree import ElementTree
 
 from ...retry import Timeouts
+from ..sockets import WATCHDOG
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _DNS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
@@ -182,6 +183,7 @@ class Connection:
         timeouts = Timeouts.from_env()
         self.connect_timeout = timeouts.connect if connect_timeout is None else connect_timeout
         self.read_timeout = timeouts.idle if read_timeout is None else read_timeout
+        self.answer_timeout = timeouts.answer
         self.user_agent = user_agent
         self._conn: http.client.HTTPConnection | None = None
 
@@ -217,8 +219,12 @@ class Connection:
         try:
             conn = self._connection()
             conn.request(method, target, body=body or None, headers=signed)
-            resp = conn.getresponse()
-            data = resp.read()
+            WATCHDOG.arm(conn.sock, self.answer_timeout)      # a server dripping its answer is cut too
+            try:
+                resp = conn.getresponse()
+                data = resp.read()
+            finally:
+                WATCHDOG.disarm(conn.sock)
         except BaseException:
             self.close()     # a half-read answer poisons the connection
             raise
