@@ -75,6 +75,17 @@ def dns_failure(exc: BaseException) -> socket.gaierror | None:
     return None
 
 
+# Two layers use one policy (each built once, from the options): per request (Backend.retrying: each call
+# to a store, e.g. one part) and per file (the executor: the whole upload, for what no single request
+# retries, e.g. a verification mismatch). A fault the inner layer retried to its limit is marked TRIED_OUT
+# and not retried again by the outer one: a part that keeps failing is tried `attempts` times, not squared.
+TRIED_OUT = "cartsync_tried_out"
+
+
+def _retry_here(exc: BaseException) -> bool:
+    return is_retryable(exc) and not getattr(exc, TRIED_OUT, False)
+
+
 def is_retryable(exc: BaseException) -> bool:
     """Transient faults (connection errors, timeouts, 5xx, 429/408, checksum mismatch) are retried."""
     if not isinstance(exc, Exception):       # Ctrl-C, SystemExit
@@ -241,7 +252,7 @@ class RetryPolicy:
             if on_retry:
                 on_retry(exc)
 
-        retrying = tenacity.Retrying(stop=stop, wait=wait, retry=tenacity.retry_if_exception(is_retryable),
+        retrying = tenacity.Retrying(stop=stop, wait=wait, retry=tenacity.retry_if_exception(_retry_here),
                                      before_sleep=before_sleep, reraise=True)
         last: list[BaseException] = []
 
@@ -255,7 +266,12 @@ class RetryPolicy:
                 raise
 
         try:
-            return retrying(remembered)
+            try:
+                return retrying(remembered)
+            except Exception as exc:
+                if not isinstance(exc, _StopRetrying) and is_retryable(exc):
+                    setattr(exc, TRIED_OUT, True)   # tried here as often as this layer may: not again outside
+                raise
         except _StopRetrying:
             raise self._gave_up(last[0] if last else None, what, tries) from None
         except Exception as exc:

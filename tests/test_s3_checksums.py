@@ -117,3 +117,4 @@ def test_a_store_that_ignores_part_checksums_gets_content_md5_parts(tmp_path, cl
         assert len(creates) == 2
     finally:
         server.stop()
+

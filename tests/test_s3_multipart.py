@@ -322,3 +322,20 @@ def test_run_killed_while_creating_leaves_no_upload_behind(s3, tmp_path, cli):
     assert s3.counts()["CreateMultipartUpload"] == 1
     assert s3.list_multipart_uploads(s3.bucket) == []
     assert s3.get_object_bytes(s3.bucket, "ds/big.bin") == (src / "big.bin").read_bytes()
+
+
+def test_a_part_that_keeps_failing_is_tried_attempts_times_not_attempts_squared(s3, tmp_path, cli, monkeypatch):
+    """The per-request layer tries the part 6 times; the per-file layer does not try the whole upload again
+    for the same fault (it used to: 6 x 6 = 36 tries of one part), and the upload is left to resume."""
+    from faultproxy import s3_error_xml
+    monkeypatch.setenv("CARTSYNC_RETRY_BASE", "0.01")
+    monkeypatch.setenv("CARTSYNC_RETRY_MAX_WAIT", "0.02")
+    src = source(tmp_path / "src", {"big.bin": 12 * MiB})
+    with FaultProxy(s3.endpoint_url) as proxy:
+        proxy.fail_always(part_request("ds/big.bin", 2), status=503,
+                          body=s3_error_xml("ServiceUnavailable", "Please reduce your request rate."))
+        code, out, err = cli("apply", manifest(tmp_path, s3, "ds", src, proxy.url))
+        tries = sum(1 for m, t, _ in proxy.log if part_request("ds/big.bin", 2)(m, t))
+    assert code == 1
+    assert tries == 6
+    assert "  = resumable big.bin: multipart upload left open; the next apply sends only the parts it lacks" in out
