@@ -156,6 +156,7 @@ class Plan:
     changes: tuple[Change, ...] = ()
     notes: tuple[str, ...] = ()
     deletes_refused: bool = False    # the max_delete guard tripped: apply sends the uploads, not the deletes
+    scope: Scope = WHOLE_TARGET      # the part of the target this run owns: it touches nothing outside
 
     def of(self, kind: Kind) -> list[Action]:
         return [a for a in self.actions if a.kind is kind]

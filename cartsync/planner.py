@@ -103,7 +103,7 @@ def make_plan(target: str, url: str, local: Mapping[str, LocalFile], remote: Map
                     for k in orphans]
     elif orphans:
         notes += (f"{len(orphans)} remote file(s) not in the source are kept (delete: false)",)
-    return Plan(target, url, tuple(sorted(actions, key=_order)), changes, notes)
+    return Plan(target, url, tuple(sorted(actions, key=_order)), changes, notes, scope=scope)
 
 
 def delete_guard(deletes: int, target_files: int, limit: DeleteLimit) -> str | None:

@@ -244,3 +244,52 @@ def test_the_readme_slurm_array_and_ci_matrix_publish_the_collection_once(tmp_pa
         puts = collections.Counter(path for method, path, _ in s3.requests if method == "PUT")
         assert sorted(puts.values()) == [1] * sum(len(f) for f in data.values())
         assert s3_bytes_match(s3, data, prefix=name)
+
+
+def test_a_shard_leaves_another_shards_unfinished_upload_for_that_shard_to_resume(tmp_path, s3):
+    """A killed run over the whole collection leaves a multipart upload open in each dataset; the shard that
+    owns only one of them cleans up (or resumes) its own and leaves the other's open, which its owner's run
+    then resumes, sending only the parts the server lacks."""
+    import signal
+
+    from faultproxy import FaultProxy
+    from test_s3_multipart import part_request, stored_parts
+    data = make_collection(tmp_path / "coll", 2)
+    for ds in data:
+        (tmp_path / "coll" / ds / "big.bin").write_bytes(os.urandom(26 * 2**20))     # 6 parts of 5 MiB
+        catalog = tmp_path / "coll" / ds / "catalog.yaml"
+        catalog.write_text(catalog.read_text() + "  big: big.bin\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CARTSYNC_CACHE_DIR": str(tmp_path / "cache")}
+    with FaultProxy(s3.endpoint_url) as proxy:
+        m = tmp_path / "manifest.yaml"
+        m.write_text(yaml.safe_dump({"version": 1, "source": {"dir": "coll", "collection": True}, "targets": [
+            {"name": "web", "url": f"s3://{s3.bucket}/coll", "part_size": "5MiB",
+             "storage_options": {"endpoint_url": proxy.url}}]}, sort_keys=False))
+        seen: set[str] = set()
+        proc: list[subprocess.Popen] = []
+
+        def kill_when_both_started(method: str, target: str) -> None:
+            seen.add(target.split("/")[3])
+            if len(seen) == 2:
+                proc[0].send_signal(signal.SIGKILL)
+
+        for ds in data:
+            proxy.before(part_request(f"coll/{ds}/big.bin", 3), kill_when_both_started)
+        proc.append(subprocess.Popen([sys.executable, "-m", "cartsync", "apply", str(m), "--jobs", "4"], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        proc[0].wait(timeout=120)
+        left = {ds: stored_parts(s3, f"coll/{ds}/big.bin") for ds in data}
+        assert all(upload_id is not None for upload_id, _ in left.values()), left
+        mine = share({ds: 1 for ds in data}, Shard(1, 2))
+        [other] = [ds for ds in data if ds not in mine]
+        done = subprocess.run([sys.executable, "-m", "cartsync", "apply", str(m), "--shard", "1/2"], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert stored_parts(s3, f"coll/{other}/big.bin") == left[other]          # not aborted, not touched
+        s3.reset_counts()
+        done = subprocess.run([sys.executable, "-m", "cartsync", "apply", str(m), "--shard", "2/2"], env=env,
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"  = resumed {other}/big.bin: {len(left[other][1])} of 6 parts were already stored" in done.stdout
+    assert s3.get_object_bytes(s3.bucket, f"coll/{other}/big.bin") == (tmp_path / "coll" / other / "big.bin").read_bytes()
+    assert s3.list_multipart_uploads(s3.bucket) == []

@@ -224,7 +224,10 @@ class S3Backend(Backend):
         prefix, or another target's (nested prefixes), are left alone. Best-effort: never blocks the sync.
         """
         resumable = {self._key(a.key): a.size for a in plan.uploads if a.size > self.part_size}
-        aborted = self.multipart.abort_stale(resumable, self.part_size_for)
+        inside = len(self.prefix) + 1 if self.prefix else 0
+        # a shard aborts only its own datasets' leftovers: another shard's next run resumes its own
+        aborted = self.multipart.abort_stale(resumable, self.part_size_for,
+                                             owns=lambda s3key: plan.scope.owns(s3key[inside:]))
         if aborted:
             log.info("aborted %d unfinished multipart upload(s) an earlier run left", aborted)
         return []

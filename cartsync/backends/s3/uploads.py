@@ -87,12 +87,16 @@ class MultipartSender:
                 out.append(Change("=", f"resume {key}", f"{len(stored)} of {nparts} parts stored"))
         return tuple(out)
 
-    def abort_stale(self, resumable: Mapping[str, int], part_size_for: Callable[[int], int]) -> int:
+    def abort_stale(self, resumable: Mapping[str, int], part_size_for: Callable[[int], int],
+                    owns: Callable[[str], bool] = lambda s3key: True) -> int:
         """Abort the uploads earlier runs of this target left, except those of `resumable` (S3 key → size)
-        that this plan resumes; how many. Only uploads cartsync wrote down (registry.py) are ever aborted;
-        another tool's under the same prefix, or another target's (nested prefixes), are left alone."""
+        that this plan resumes, and those of keys this run does not `own` (another shard's datasets); how
+        many. Only uploads cartsync wrote down (registry.py) are ever aborted; another tool's under the same
+        prefix, or another target's (nested prefixes), are left alone."""
         aborted = 0
         for entry in self.registry.stale(self.scope):
+            if not owns(entry.key):
+                continue
             if entry.upload_id is None:      # a create whose answer a killed run never got
                 found = self.best_effort("looking for an upload a killed run left (ListMultipartUploads)",
                                          functools.partial(abort_orphans, self.call, self.retrying, self.registry,
