@@ -24,6 +24,7 @@ import yaml
 
 from . import manifest as manifest_mod
 from . import redact, selection
+from .catalog_format import CATALOG_NAME
 from .cliflags import global_flags
 from .commands import Output, options_from_args, run_apply, run_check
 from .compat_zenodo import NO_DESCRIPTION, UPLOAD_TYPES, zenodo_manifest
@@ -208,7 +209,7 @@ def cmd_upload_aws(args: argparse.Namespace) -> int:
         root = Path(source["dir"])
         folders = [root / d for d in source["datasets"]] if source.get("collection") else [root]
         for folder in folders:
-            catalog = Path(source["catalog"]) if source.get("catalog") else folder / selection.CATALOG_NAME
+            catalog = Path(source["catalog"]) if source.get("catalog") else folder / CATALOG_NAME
             _touch_flags(folder, catalog, _parts(args), "aws")
         if args.check:          # the published dataset, from the public side (cartsync check)
             code = run_check(manifest_mod.from_data(data, root / "<upload-aws flags>"), args)
@@ -222,7 +223,7 @@ def cmd_upload_zenodo(args: argparse.Namespace) -> int:
     code = run_translated(data, args, "upload-zenodo", notes, state)
     if code == 0 and args.upload_method == "catalog" and not (args.dry_run or args.print_manifest):
         in_dir = Path(data["source"]["dir"])
-        catalog = Path(data["source"].get("catalog") or in_dir / selection.CATALOG_NAME)
+        catalog = Path(data["source"].get("catalog") or in_dir / CATALOG_NAME)
         _touch_flags(in_dir, catalog, ("basics", "optional", "basemap"), "zenodo")
     return code
 

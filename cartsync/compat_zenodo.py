@@ -16,6 +16,7 @@ from typing import Any
 
 from . import manifest as manifest_mod
 from . import redact, selection
+from .catalog_format import CATALOG_NAME
 from .errors import CartsyncError
 
 UPLOAD_TYPES = ("dataset", "software", "publication", "poster", "presentation", "image", "video", "lesson", "other")
@@ -75,7 +76,7 @@ def _user_list(names: list[str], in_dir: Path, cwd: Path) -> list[str]:
 def _catalog_of(args: argparse.Namespace, in_dir: Path, cwd: Path) -> Path | None:
     if args.catalog_yaml:
         return (cwd / args.catalog_yaml).resolve()
-    default = in_dir / selection.CATALOG_NAME
+    default = in_dir / CATALOG_NAME
     return default if default.is_file() else None
 
 

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from . import patterns, redact, yamlsafe
+from .catalog_format import CATALOG_NAME, PARTS
 from .errors import CartsyncError, ManifestError
-from .model import CATALOG_NAME, DEFAULT_DELETE_LIMIT, DeleteLimit
+from .model import DEFAULT_DELETE_LIMIT, DeleteLimit
 
 if TYPE_CHECKING:
     import jsonschema
@@ -66,7 +67,7 @@ class SourceConfig:
     exclude: tuple[str, ...] = ()
     collection: bool = False
     datasets: tuple[str, ...] = ()           # collection: only these sub-folders (default: all with a catalog)
-    parts: tuple[str, ...] = ("basics", "optional", "basemap")   # catalog: which groups of files
+    parts: tuple[str, ...] = PARTS           # catalog: which groups of files
     catalog_as: str = CATALOG_NAME           # the name the catalog is published under, at the dataset's root
 
 
@@ -406,7 +407,7 @@ def _build(file: Path, data: dict[str, Any], problems: _Problems) -> Manifest | 
     source = SourceConfig(dir=source_dir, method=method, catalog=catalog,
                           files=tuple(src.get("files", ())), exclude=tuple(src.get("exclude", ())),
                           collection=bool(src.get("collection", False)), datasets=tuple(src.get("datasets", ())),
-                          parts=tuple(src.get("parts", ("basics", "optional", "basemap"))),
+                          parts=tuple(src.get("parts", PARTS)),
                           catalog_as=str(src.get("catalog_as", CATALOG_NAME)))
     manifest = Manifest(path=file, source=source, targets=tuple(targets))
     _check_overlaps(manifest, [i for i, t in enumerate(raw_targets) if isinstance(t, dict)], problems)

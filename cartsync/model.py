@@ -5,7 +5,6 @@ import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CATALOG_NAME = "catalog.yaml"   # the file viewers open at a dataset's root; the catalog is published so
 TMP_SUFFIX = ".cartsync-tmp"    # a local target's copies are written to <name><TMP_SUFFIX> first (backends/fsspec.py)
 
 

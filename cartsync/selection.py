@@ -8,34 +8,25 @@ outside `--in-dir`), published as `source.catalog_as` (default catalog.yaml) at
 the dataset's root, its references resolved against the source folder, where
 the published catalog sits; with all and list, the catalog.yaml at the root.
 Files ending in cartsync's temp suffix are refused: a local target ignores and
-cleans up such files, so one could never be published.
-
-A catalog value is a file unless its key says otherwise: the same keys
-cartloader's `collect_files_from_yaml` skips (ids, names, `raw_pixel_col`,
-`analysis_type`, …) plus prose (`description`, `title`) and a basemap's
-`default`; a value is then a file when it has an extension or a `/`.
+cleans up such files, so one could never be published. Which catalog values
+name files, and cartloader's parts, are the catalog format's (catalog_format.py);
+selection reads the catalog and checks every path it names.
 """
 from __future__ import annotations
 
 import os
-import re
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from . import patterns, yamlsafe
+from . import catalog_format, patterns, yamlsafe
+from .catalog_format import CATALOG_NAME, PARTS
 from .errors import SourceError
 from .manifest import SourceConfig
-from .model import CATALOG_NAME, TMP_SUFFIX, SourceFile
+from .model import TMP_SUFFIX, SourceFile
 
 matches = patterns.matches      # header globs (backends/s3.py) share the exclude semantics
-
-# Catalog values under these keys are identifiers or prose, never files.
-_NOT_FILE_KEYS = {"id", "name", "title", "description", "default", "version", "label", "url", "doi", "analysis",
-                  "analysis_type", "raw_pixel_col"}
-_OPTIONAL_SUFFIXES = ("umap.tsv", "umap.png", "umap.ind_png", "umap.pmtiles")
-_FILE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,12}$")
 
 
 def select(source: SourceConfig) -> list[SourceFile]:
@@ -56,7 +47,7 @@ def select(source: SourceConfig) -> list[SourceFile]:
                               "a collection is a folder of datasets, each with its own catalog.yaml")
         seen: dict[str, Path] = {}
         for folder in datasets:
-            dataset_id = dataset_id_of(folder / CATALOG_NAME, cartloader_id(folder.name))
+            dataset_id = dataset_id_of(folder / CATALOG_NAME, catalog_format.cartloader_id(folder.name))
             if dataset_id in seen:
                 problems.append(f"{folder}: dataset id {dataset_id!r} is also used by {seen[dataset_id]}")
                 continue
@@ -80,17 +71,9 @@ def _non_empty(files: list[SourceFile], root: Path) -> list[SourceFile]:
     return files
 
 
-def cartloader_id(folder_name: str) -> str:
-    """A dataset's sub-prefix when its catalog has no id: cartloader's `input_id.replace("_", "-").lower()`."""
-    return folder_name.replace("_", "-").lower()
-
-
 def dataset_id_of(catalog: Path, fallback: str) -> str:
-    data = _read_catalog(catalog)
-    value = data.get("id")
-    if isinstance(value, str) and value.strip() and "/" not in value and value not in (".", ".."):
-        return value.strip()
-    return fallback
+    """The id the catalog file gives its dataset (catalog_format.dataset_id), else `fallback`."""
+    return catalog_format.dataset_id(read_catalog(catalog), fallback)
 
 
 def _select_one(source: SourceConfig, root: Path) -> list[SourceFile]:
@@ -140,11 +123,6 @@ def _select_one(source: SourceConfig, root: Path) -> list[SourceFile]:
     return sorted(files.values(), key=lambda f: f.key)
 
 
-def read_catalog(path: Path) -> dict[str, Any]:
-    """A catalog's top-level mapping (SourceError naming the file and line if it cannot be read)."""
-    return _read_catalog(path)
-
-
 def _rel_or_none(path: Path, root: Path) -> str | None:
     try:
         return _rel(path, root)
@@ -152,7 +130,8 @@ def _rel_or_none(path: Path, root: Path) -> str | None:
         return None
 
 
-def _read_catalog(path: Path) -> dict[str, Any]:
+def read_catalog(path: Path) -> dict[str, Any]:
+    """A catalog's top-level mapping (SourceError naming the file and line if it cannot be read)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -170,47 +149,15 @@ def _read_catalog(path: Path) -> dict[str, Any]:
     return data
 
 
-def _looks_like_file(key: str | None, value: str, base: Path) -> bool:
-    if key in _NOT_FILE_KEYS or (key or "").endswith("_id") or not value or "://" in value:
-        return False
-    if any(c.isspace() for c in value):
-        # prose has spaces too: a spaced value is a file only if it has an extension and is there
-        return bool(_FILE_SUFFIX.search(value)) and (base / value).is_file()
-    return bool(_FILE_SUFFIX.search(value)) or "/" in value
-
-
-def _references(data: Any, base: Path, path: tuple[str, ...] = ()) -> Iterator[tuple[str, str]]:
-    """(dotted key path, value) of every value in the catalog that names a file."""
-    if isinstance(data, dict):
-        for k, v in data.items():
-            yield from _references(v, base, path + (str(k),))
-    elif isinstance(data, list):
-        for v in data:
-            yield from _references(v, base, path)
-    elif isinstance(data, str) and _looks_like_file(path[-1] if path else None, data, base):
-        yield ".".join(path), data
-
-
-def part_of(dotted: str) -> str:
-    """cartloader's grouping: basics (SGE, factors, cells), optional (UMAP, alias), basemap (non-SGE basemaps)."""
-    if dotted.startswith("assets.basemap") and not dotted.startswith("assets.basemap.sge"):
-        return "basemap"
-    if dotted.endswith(_OPTIONAL_SUFFIXES) or dotted.rsplit(".", 1)[-1] == "alias":
-        return "optional"
-    return "basics"
-
-
-def catalog_files(catalog: Path, root: Path, problems: list[str],
-                  parts: tuple[str, ...] = ("basics", "optional", "basemap")) -> list[str]:
+def catalog_files(catalog: Path, root: Path, problems: list[str], parts: tuple[str, ...] = PARTS) -> list[str]:
     """Paths (relative to root) of every data file the catalog references, in catalog order (the catalog
     itself not included). References resolve against root, where the catalog is published (as cartloader
     resolves them against --in-dir), wherever the local catalog file is."""
-    data = _read_catalog(catalog)
     refs: list[str] = []
-    named = list(_references(data, root))
+    named = list(catalog_format.references(read_catalog(catalog), root))
     if not named:
         problems.append(f"{catalog}: catalog references no files")
-    for ref in dict.fromkeys(v for k, v in named if part_of(k) in parts):
+    for ref in catalog_format.files_in_parts(named, parts):
         if os.path.isabs(ref):
             problems.append(f"{ref}: absolute path in {catalog.name} (catalog paths are relative to the dataset "
                             "folder)")
