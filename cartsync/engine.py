@@ -18,8 +18,8 @@ from . import inventory as inv
 from . import locks, per_dataset, selection
 from . import shard as shard_mod
 from .backends import Backend, Features, backend_class, open_backend
+from .config import Manifest, TargetConfig
 from .errors import PlanError
-from .manifest import Manifest, TargetConfig
 from .model import WHOLE_TARGET, KeyRange, LocalFile, Plan, RemoteFile, Report, Scope, SourceFile
 from .per_dataset import dataset_of
 from .planner import guarded, make_plan

@@ -39,8 +39,8 @@ from typing import Protocol, TypeVar
 
 from . import inventory as inv
 from .backends import Backend
+from .config import Manifest, TargetConfig
 from .errors import CartsyncError, LockedError, NoConditionalWrite
-from .manifest import Manifest, TargetConfig
 
 log = logging.getLogger(__name__)
 LOCK_NAME = ".cartsync.lock"

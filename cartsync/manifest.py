@@ -1,4 +1,4 @@
-"""Load a manifest: safe YAML, JSON-schema validation, semantic checks → Manifest.
+"""Load a manifest: safe YAML, JSON-schema validation, semantic checks → config.Manifest.
 
 Every problem names the manifest file, the line, the key path and, where we
 can, the fix; all problems are collected and raised together.
@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,76 +17,21 @@ import yaml
 
 from . import patterns, redact, yamlsafe
 from .catalog_format import CATALOG_NAME, PARTS
-from .errors import CartsyncError, ManifestError
-from .model import DEFAULT_DELETE_LIMIT, DeleteLimit
+from .config import (
+    DEFAULT_PART_SIZE,
+    STATE_SUFFIX,
+    Manifest,
+    SourceConfig,
+    TargetConfig,
+    ZenodoConfig,
+    delete_limit,
+    parse_size,
+    state_file_for,
+)
+from .errors import ManifestError
 
 if TYPE_CHECKING:
     import jsonschema
-
-OVERWRITE_MODES = ("changed", "always", "never")
-DEFAULT_PART_SIZE = 8 * 2**20          # as the aws CLI uses
-
-
-@dataclass(frozen=True)
-class ZenodoConfig:
-    url: str
-    metadata: dict[str, Any]
-    token_file: Path | None = None
-    token_env: str = "ZENODO_TOKEN"
-    deposition: str = "new"          # "new" or a numeric id as a string
-    publish: bool = False
-    state_file: Path | None = None   # where the created deposition id is recorded (beside the manifest)
-    marker: str = ""                 # put in the deposition's notes to find it again if the state is lost
-    state_key: str = ""              # the record's key in the state file (default: the target's name)
-
-
-@dataclass(frozen=True)
-class TargetConfig:
-    name: str
-    url: str                          # fsspec URL, or the Zenodo server URL for zenodo targets
-    storage_options: dict[str, Any] = field(default_factory=dict)
-    delete: bool = False
-    overwrite: str = "changed"
-    part_size: int = DEFAULT_PART_SIZE
-    part_concurrency: int = 4
-    headers: tuple[tuple[str, dict[str, str]], ...] = ()
-    zenodo: ZenodoConfig | None = None
-    dataset: str | None = None        # a Zenodo target expanded over a collection: this dataset's (per_dataset)
-    max_delete: DeleteLimit = DEFAULT_DELETE_LIMIT
-    public_url: str | None = None     # where browsers read the target (CDN, custom domain); `cartsync check`
-    origin: str | None = None         # the viewer's origin the CORS checks use (`cartsync check`)
-
-
-@dataclass(frozen=True)
-class SourceConfig:
-    dir: Path
-    method: str = "catalog"
-    catalog: Path | None = None
-    files: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-    collection: bool = False
-    datasets: tuple[str, ...] = ()           # collection: only these sub-folders (default: all with a catalog)
-    parts: tuple[str, ...] = PARTS           # catalog: which groups of files
-    catalog_as: str = CATALOG_NAME           # the name the catalog is published under, at the dataset's root
-
-
-@dataclass(frozen=True)
-class Manifest:
-    path: Path
-    source: SourceConfig
-    targets: tuple[TargetConfig, ...]
-
-    def target(self, name: str) -> TargetConfig:
-        for t in self.targets:
-            if t.name == name:
-                return t
-        names = ", ".join(t.name for t in self.targets)
-        raise CartsyncError(f"--target {name}: {self.path} has no target of that name (targets: {names})")
-
-    @property
-    def state_path(self) -> Path:
-        """Where per-target state (e.g. a created Zenodo deposition id) is kept: beside the manifest."""
-        return self.path.with_name(self.path.stem + ".cartsync-state.json")
 
 
 def _schema_text() -> str:
@@ -116,17 +60,6 @@ def _remember_valid(marker: Path) -> None:
 
 
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMG]i?B|B)?\s*$")
-_UNITS = {None: 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
-
-
-def parse_size(value: int | str) -> int:
-    if isinstance(value, int):
-        return value
-    m = _SIZE_RE.match(value)
-    if not m:
-        raise ValueError(value)
-    return int(float(m.group(1)) * _UNITS[m.group(2)])
 
 
 def expand_path(text: str, base: Path) -> Path:
@@ -468,7 +401,10 @@ def _check_overlaps(manifest: Manifest, indexes: list[int], problems: _Problems)
     overlap each other either."""
     src = manifest.source
     source_real = os.path.realpath(src.dir)
-    own = [("the manifest", manifest.path.resolve()), ("its state file", manifest.state_path.resolve())]
+    # the state file as named beside the manifest's path as given (a symlink's folder too): the real one,
+    # beside the real manifest (state_file_for), is in any folder that holds the manifest itself
+    beside = manifest.path.with_name(manifest.path.stem + STATE_SUFFIX).resolve()
+    own = [("the manifest", manifest.path.resolve()), ("its state file", beside)]
     if src.catalog is not None:
         own.append(("the catalog", src.catalog))
     own += [("the token file of target " + t.name, t.zenodo.token_file) for t in manifest.targets
@@ -519,10 +455,6 @@ def _store_identity(target: TargetConfig, folder: str | None) -> tuple[str, ...]
     scheme = {"s3a": "s3"}.get(scheme, scheme)
     endpoint = str(target.storage_options.get("endpoint_url") or "")
     return (scheme, endpoint, rest.strip("/"))
-
-
-def state_file_for(manifest: Path) -> Path:
-    return manifest.resolve().with_name(manifest.stem + ".cartsync-state.json")
 
 
 def marker_for(**identity: str) -> str:
@@ -634,16 +566,6 @@ def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems, fi
                         headers=tuple((g, dict(h)) for g, h in headers.items()), zenodo=cfg,
                         max_delete=delete_limit(t.get("max_delete")),
                         public_url=_opt_str(t.get("public_url")), origin=_opt_str(t.get("origin")))
-
-
-def delete_limit(value: Any) -> DeleteLimit:
-    """`max_delete: 20` (a count), `"25%"` (a fraction of the target's files); absent: the default. The
-    schema has checked the form."""
-    if isinstance(value, str) and re.fullmatch(r"[0-9]+(\.[0-9]+)?%", value):
-        return DeleteLimit(fraction=float(value[:-1]) / 100)
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return DeleteLimit(count=value)
-    return DEFAULT_DELETE_LIMIT       # absent, or a wrong form the schema check reports
 
 
 def _opt_str(value: Any) -> str | None:

@@ -15,8 +15,9 @@ import dataclasses
 from typing import Any
 
 from . import selection
+from .config import Manifest, TargetConfig
 from .errors import PlanError
-from .manifest import Manifest, TargetConfig, marker_for
+from .manifest import marker_for
 from .model import SourceFile
 
 NO_DESCRIPTION = "No description provided."

@@ -22,8 +22,8 @@ from typing import Any
 
 from . import catalog_format, patterns, yamlsafe
 from .catalog_format import CATALOG_NAME, PARTS
+from .config import SourceConfig
 from .errors import SourceError
-from .manifest import SourceConfig
 from .model import TMP_SUFFIX, SourceFile
 
 matches = patterns.matches      # header globs (backends/s3.py) share the exclude semantics

@@ -1,7 +1,18 @@
-"""The cartload2 catalog format on parsed data: file values, cartloader's parts, the dataset id."""
+"""The cartload2 catalog format on parsed data: file values, cartloader's parts, the dataset id.
+
+And the split it stands for: the manifest's values (config) and the format import no YAML or jsonschema,
+checked in a fresh interpreter, so a backend importing them does not load the manifest's readers.
+"""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 from cartsync import catalog_format
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_references_name_files_not_ids_or_prose(tmp_path):
@@ -31,3 +42,11 @@ def test_dataset_id_falls_back_when_the_id_is_no_path_segment():
     assert [catalog_format.dataset_id({"id": v}, "x") for v in ("a/b", "..", "", 3)] == ["x"] * 4
     assert catalog_format.cartloader_id("S2_Raw") == "s2-raw"
 
+
+def test_config_and_catalog_format_load_no_yaml_or_jsonschema():
+    code = ("import sys, cartsync.config, cartsync.catalog_format; "
+            "print(sorted(m for m in ('yaml', 'jsonschema', 'cartsync.manifest', 'cartsync.yamlsafe') "
+            "if m in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -10,7 +10,7 @@ from conftest import write_manifest
 
 from cartsync.check import advice
 from cartsync.check.public import public_base
-from cartsync.manifest import TargetConfig
+from cartsync.config import TargetConfig
 
 
 @pytest.mark.parametrize("url, options, public_url, expected", [

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cartsync.manifest import SourceConfig
+from cartsync.config import SourceConfig
 from cartsync.selection import select
 
 ALL = ("basics", "optional", "basemap")

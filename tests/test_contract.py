@@ -9,7 +9,7 @@ from contract import BackendContract
 
 from cartsync.backends import open_backend
 from cartsync.inventory import HashCache
-from cartsync.manifest import TargetConfig
+from cartsync.config import TargetConfig
 
 
 def memory_target(tmp_path: Path) -> TargetConfig:

@@ -10,7 +10,7 @@ from contract import BackendContract
 
 from cartsync.backends.s3 import S3Backend
 from cartsync.inventory import HashCache, md5_file
-from cartsync.manifest import TargetConfig
+from cartsync.config import TargetConfig
 from cartsync.model import LocalFile
 
 MiB = 2**20

@@ -30,7 +30,7 @@ from cartsync.backends.s3 import listing as s3_list
 from cartsync.backends.s3 import S3Backend
 from cartsync.backends.s3.sigv4 import Credentials, Endpoint, canonical_query, endpoint_for, sign_v4
 from cartsync.inventory import HashCache
-from cartsync.manifest import TargetConfig
+from cartsync.config import TargetConfig
 from cartsync.model import RemoteFile
 from conftest import write_manifest
 from faultproxy import FaultProxy, s3_error_xml

@@ -258,7 +258,7 @@ def test_interrupt_handler_aborting_open_uploads_leaves_nothing_and_rerun_starts
     from cartsync.backends.s3 import S3Backend
     from cartsync.errors import RemoteError
     from cartsync.inventory import HashCache, md5_file
-    from cartsync.manifest import TargetConfig
+    from cartsync.config import TargetConfig
     from cartsync.model import LocalFile
 
     src = source(tmp_path / "src", {"big.bin": 16 * MiB})

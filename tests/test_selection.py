@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cartsync.errors import SourceError
-from cartsync.manifest import SourceConfig
+from cartsync.config import SourceConfig
 from cartsync.selection import matches, select
 
 

@@ -15,7 +15,7 @@ from contract import BackendContract
 
 from cartsync.backends.zenodo import ZenodoBackend
 from cartsync.inventory import HashCache
-from cartsync.manifest import TargetConfig, ZenodoConfig
+from cartsync.config import TargetConfig, ZenodoConfig
 
 META = {"title": "Contract", "upload_type": "dataset", "description": "d", "creators": ["Doe, Jane"]}
 

@@ -1,8 +1,8 @@
 """Backends: one per kind of target. `open_backend` picks it from the target config."""
 from __future__ import annotations
 
+from ..config import TargetConfig
 from ..inventory import HashCache
-from ..manifest import TargetConfig
 from .base import Backend, Features
 
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from ..config import TargetConfig
 from ..errors import CartsyncError, RemoteError
 from ..inventory import HashCache
-from ..manifest import TargetConfig
 from ..model import Action, Change, KeyRange, LocalFile, Plan, RemoteFile, Report
 from ..retry import RetryPolicy, dns_failure, is_retryable
 

@@ -20,9 +20,9 @@ import requests
 import urllib3
 
 from .. import __version__
+from ..config import ZenodoConfig
 from ..errors import AuthError, CartsyncError, RemoteError
 from ..inventory import cache_dir
-from ..manifest import ZenodoConfig
 from ..retry import Timeouts, dns_failure, is_retryable, transient
 from .base import PROXY_HINT, proxy_for
 from .requests_drain import mount_draining

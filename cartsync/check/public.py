@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..backends.s3.sigv4 import config_profile
-from ..manifest import TargetConfig
+from ..config import TargetConfig
 from . import web
 
 

@@ -14,7 +14,7 @@ from .. import engine
 from .. import inventory as inv
 from ..backends import Backend
 from ..backends.zenodo import ZenodoBackend
-from ..manifest import Manifest
+from ..config import Manifest
 from ..model import LocalFile
 from . import advice, deep, probes, zenodo
 from .model import Finding, TargetCheck, Verdict
