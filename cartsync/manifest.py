@@ -1,17 +1,17 @@
 """Load a manifest: safe YAML, JSON-schema validation, semantic checks → config.Manifest.
 
 Every problem names the manifest file, the line, the key path and, where we
-can, the fix; all problems are collected and raised together.
+can, the fix; all problems are collected (problems.py) and raised together.
+The values built are config.py's; URL and overlap checks are target_urls.py's.
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
@@ -19,7 +19,6 @@ from . import patterns, redact, yamlsafe
 from .catalog_format import CATALOG_NAME, PARTS
 from .config import (
     DEFAULT_PART_SIZE,
-    STATE_SUFFIX,
     Manifest,
     SourceConfig,
     TargetConfig,
@@ -29,9 +28,8 @@ from .config import (
     state_file_for,
 )
 from .errors import ManifestError
-
-if TYPE_CHECKING:
-    import jsonschema
+from .problems import Problems, describe, schema_problem
+from .target_urls import check_overlaps, holds_credential, store_url_problem
 
 
 def _schema_text() -> str:
@@ -59,9 +57,6 @@ def _remember_valid(marker: Path) -> None:
         pass     # a cache that cannot be written only means checking again next time
 
 
-_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-
-
 def expand_path(text: str, base: Path) -> Path:
     """Expand ~ and ${VAR}; resolve relative paths against `base` (the manifest's folder)."""
     missing = [v for v in re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", text) if v not in os.environ]
@@ -70,137 +65,6 @@ def expand_path(text: str, base: Path) -> Path:
     expanded = os.path.expanduser(os.path.expandvars(text))
     p = Path(expanded)
     return Path(os.path.normpath(p if p.is_absolute() else base / p))
-
-
-# ---- locating errors in the YAML text --------------------------------------------------------
-
-def _fmt_path(path: list[Any]) -> str:
-    out = ""
-    for part in path:
-        if isinstance(part, str) and redact.looks_like_token(part):     # a token pasted as a key
-            part = f"<a key of {len(part)} characters that looks like a token>"
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _node_at(root: yaml.Node | None, path: list[Any], key_node: bool = False) -> yaml.Node | None:
-    node = root
-    for i, part in enumerate(path):
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                if k.value == part:
-                    node = k if key_node and i == len(path) - 1 else v
-                    break
-            else:
-                return node
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-        else:
-            return node
-    return node
-
-
-class _Problems:
-    def __init__(self, file: Path, root: yaml.Node | None) -> None:
-        self.file, self.root = file, root
-        self.items: list[str] = []
-        self.lines: list[int] = []
-
-    def add(self, path: list[Any], message: str, hint: str = "", key_node: bool = False) -> None:
-        node = _node_at(self.root, path, key_node)
-        where = f"{self.file}:{node.start_mark.line + 1}" if node is not None else str(self.file)
-        text = f"{where}: {_fmt_path(path)}: {message}"
-        self.items.append(text + (f" ({hint})" if hint else ""))
-        self.lines.append(node.start_mark.line if node is not None else -1)
-
-    def add_line(self, line: int, path: list[Any], message: str) -> None:
-        self.items.append(f"{self.file}:{line + 1}: {_fmt_path(path)}: {message}")
-        self.lines.append(line)
-
-    def sorted(self) -> list[str]:
-        return [text for _, text in sorted(zip(self.lines, self.items, strict=False), key=lambda p: p[0])]
-
-
-def _describe(value: Any) -> str:
-    kind = {bool: "a boolean", int: "a number", float: "a number", str: "a string",
-            list: "a list", dict: "a mapping", type(None): "nothing"}.get(type(value), type(value).__name__)
-    if isinstance(value, str) and redact.looks_like_token(value):
-        return f"{kind} of {len(value)} characters that looks like a token"     # never echoed
-    shown = json.dumps(value) if isinstance(value, (str, int, float, bool)) else ""
-    return f"{kind} {shown}".strip()
-
-
-_TYPE_NAMES = {"string": "a string", "boolean": "true or false", "integer": "a whole number",
-               "array": "a list", "object": "a mapping", "number": "a number"}
-
-
-def _schema_problem(err: jsonschema.ValidationError, problems: _Problems) -> None:
-    path = list(err.absolute_path)
-    v = err.validator
-    if v == "additionalProperties":
-        allowed = sorted(err.schema.get("properties", {}))
-        for key in sorted(set(err.instance) - set(allowed)):
-            close = difflib.get_close_matches(key, allowed, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else "allowed keys: " + ", ".join(allowed)
-            problems.add(path + [key], "unknown key", hint, key_node=True)
-    elif v == "required":
-        missing = re.match(r"'(.*?)' is a required property", err.message)
-        name = missing.group(1) if missing else err.message
-        problems.add(path, f"missing required key {name!r}")
-    elif v == "enum":
-        choices = ", ".join(str(c) for c in err.validator_value)
-        problems.add(path, f"{_describe(err.instance)} is not allowed", f"use one of: {choices}")
-    elif v == "const":
-        problems.add(path, f"{_describe(err.instance)} is not allowed", f"use {err.validator_value!r}")
-    elif v == "type":
-        want = _TYPE_NAMES.get(err.validator_value, str(err.validator_value))
-        problems.add(path, f"expected {want}, got {_describe(err.instance)}")
-    elif v == "minItems" and err.validator_value == 1:
-        problems.add(path, "must not be empty", "list at least one item")
-    elif v == "minLength":
-        problems.add(path, f"{_describe(err.instance)} is too short (at least {err.validator_value} characters)")
-    elif v == "oneOf":
-        # Report the branch that fits the value's type (e.g. the object form of a creator), if exactly one does.
-        fitting = [e for e in err.context if e.validator != "type" and len(e.relative_schema_path) > 1
-                   and not any(c.validator == "type" and c.relative_schema_path[0] == e.relative_schema_path[0]
-                               for c in err.context)]
-        if fitting:
-            for sub in fitting:
-                _schema_problem(sub, problems)
-        else:
-            problems.add(path, f"{_describe(err.instance)} has the wrong form", _hint(path))
-    elif v == "pattern" and path[-1:] == ["token_env"]:
-        # not a variable name, so maybe the token itself: described, never echoed (see _zenodo_secrets)
-        if not redact.token_env_problem(str(err.instance)):
-            problems.add(path, f"the value given ({len(str(err.instance))} characters) is not the name of an "
-                         "environment variable", redact.TOKEN_ENV_HINT)
-    elif v == "pattern":
-        problems.add(path, f"{_describe(err.instance)} has the wrong form", _hint(path))
-    elif v == "minimum":
-        problems.add(path, f"{err.instance} is too small (at least {err.validator_value})")
-    else:
-        problems.add(path, err.message)
-
-
-def _hint(path: list[Any]) -> str:
-    if "creators" in path and path[-1] != "orcid":
-        return _PATTERN_HINTS["creators"]
-    named = [p for p in path if isinstance(p, str)]
-    return _PATTERN_HINTS.get(named[-1] if named else "", "")
-
-
-_PATTERN_HINTS = {
-    "creators": 'write "Lastname, Firstname" or {name: "Lastname, Firstname", affiliation: …, orcid: …}',
-    "name": 'use letters, digits, ".", "_" and "-"',
-    "orcid": "an ORCID looks like 0000-0002-1825-0097",
-    "deposition": "use `new` or the numeric id of an existing deposition",
-    "part_size": 'a number of bytes (at least 5 MiB) or a size like "64MiB"',
-    "url": "start it with https://",
-    "publication_date": "use YYYY-MM-DD",
-    "catalog_as": "a file name without folders, e.g. catalog.yaml",
-    "public_url": "an http(s) URL without credentials, e.g. https://data.example.org/mouse-brain",
-    "origin": "scheme://host[:port] without a path, e.g. https://v3o-main.carto-scope.org",
-}
 
 
 # ---- loading ----------------------------------------------------------------------------------
@@ -256,11 +120,11 @@ def _duplicate_keys(node: yaml.Node | None, path: list[Any]) -> list[tuple[int, 
 
 def from_data(data: Any, file: Path, root: yaml.Node | None = None, text: str | None = None) -> Manifest:
     """Validate manifest data (from YAML `text`, or built in memory by upload-aws/upload-zenodo)."""
-    problems = _Problems(file, root)
+    problems = Problems(file, root)
     for line, path, message in _duplicate_keys(root, []):
         problems.add_line(line, path, message)
     if not isinstance(data, dict):
-        problems.add([], f"expected a mapping with version, source and targets, got {_describe(data)}")
+        problems.add([], f"expected a mapping with version, source and targets, got {describe(data)}")
         raise ManifestError(problems.items)
     marker = _valid_marker(text) if text is not None else None
     known_valid = marker is not None and not problems.items and marker.exists()
@@ -268,7 +132,7 @@ def from_data(data: Any, file: Path, root: yaml.Node | None = None, text: str | 
         import jsonschema
         validator = jsonschema.Draft202012Validator(schema())
         for err in sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]):
-            _schema_problem(err, problems)
+            schema_problem(err, problems)
     manifest = _build(file, data, problems)
     if problems.items:
         raise ManifestError(problems.sorted())
@@ -278,7 +142,7 @@ def from_data(data: Any, file: Path, root: yaml.Node | None = None, text: str | 
     return manifest
 
 
-def _build(file: Path, data: dict[str, Any], problems: _Problems) -> Manifest | None:
+def _build(file: Path, data: dict[str, Any], problems: Problems) -> Manifest | None:
     """Semantic checks on whatever is well-typed, and the Manifest when all is well."""
     base = file.resolve().parent
     src: dict[str, Any] = data["source"] if isinstance(data.get("source"), dict) else {}
@@ -343,118 +207,8 @@ def _build(file: Path, data: dict[str, Any], problems: _Problems) -> Manifest | 
                           parts=tuple(src.get("parts", PARTS)),
                           catalog_as=str(src.get("catalog_as", CATALOG_NAME)))
     manifest = Manifest(path=file, source=source, targets=tuple(targets))
-    _check_overlaps(manifest, [i for i, t in enumerate(raw_targets) if isinstance(t, dict)], problems)
+    check_overlaps(manifest, [i for i, t in enumerate(raw_targets) if isinstance(t, dict)], problems)
     return None if problems.items else manifest
-
-
-def url_problem(url: str) -> tuple[str, str] | None:
-    """(problem, fix) for a store URL whose form would put unintended keys on the store: object stores keep
-    `//`, `.` and `..` in a key as written (s3://b//p stores "/p/a.tsv"), and a space at either end is part of
-    the key too. Local paths are normalized instead (expand_path)."""
-    if url != url.strip():
-        return "has a space at the start or end, which would become part of every key", f"write {url.strip()!r}"
-    if any(ord(c) < 32 or ord(c) == 127 for c in url):
-        return "holds a control character", "remove it"
-    if "://" not in url or local_path(url) is not None:
-        return None
-    scheme, rest = url.split("://", 1)
-    host, _, path = rest.partition("/")
-    if "\\" in path:
-        return ("has a backslash, which the store would keep in every key (it separates no folders there)",
-                f"write {scheme}://{host}/{path.replace(chr(92), '/')}")
-    segments = path.rstrip("/").split("/") if path.rstrip("/") else []
-    bad = [seg for seg in segments if seg in ("", ".", "..")]
-    if not bad:
-        return None
-    kept: list[str] = []
-    for seg in segments:
-        if seg == "..":
-            if kept:
-                kept.pop()
-        elif seg not in ("", "."):
-            kept.append(seg)
-    fixed = f"{scheme}://{host}" + ("/" + "/".join(kept) if kept else "")
-    what = {"": "an empty path segment (//)", ".": "a '.' path segment", "..": "a '..' path segment"}[bad[0]]
-    return f"has {what}, which the store would keep in every key", f"write {fixed}"
-
-
-def local_path(url: str) -> str | None:
-    """The folder of a local target (a plain path or file://), else None (a store cartsync cannot see into)."""
-    if "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    return rest if scheme in ("file", "local") else None
-
-
-def _inside(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
-def _shown(given: Path | str, real: str) -> str:
-    return f"{given}" if str(given) == real else f"{given} (through a symlink: {real})"
-
-
-def _check_overlaps(manifest: Manifest, indexes: list[int], problems: _Problems) -> None:
-    """A local target must not overlap the source (either way, through symlinks) nor hold the manifest, its
-    state file, the catalog or a Zenodo token file: with delete: true it would delete them, and a target
-    inside the source would be published into itself, one level deeper each run. Two targets must not
-    overlap each other either."""
-    src = manifest.source
-    source_real = os.path.realpath(src.dir)
-    # the state file as named beside the manifest's path as given (a symlink's folder too): the real one,
-    # beside the real manifest (state_file_for), is in any folder that holds the manifest itself
-    beside = manifest.path.with_name(manifest.path.stem + STATE_SUFFIX).resolve()
-    own = [("the manifest", manifest.path.resolve()), ("its state file", beside)]
-    if src.catalog is not None:
-        own.append(("the catalog", src.catalog))
-    own += [("the token file of target " + t.name, t.zenodo.token_file) for t in manifest.targets
-            if t.zenodo is not None and t.zenodo.token_file is not None]
-    seen: list[tuple[tuple[str, ...], str, str]] = []
-    fix = "choose a target folder outside the source folder"
-    for i, target in zip(indexes, manifest.targets, strict=True):
-        if target.zenodo is not None:
-            continue
-        where = ["targets", i, "url"]
-        folder = local_path(target.url)
-        ident = _store_identity(target, folder)
-        for other_ident, other_name, other_url in seen:
-            a, b = "/".join(ident), "/".join(other_ident)
-            if a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/"):
-                problems.add(where, f"{target.url} overlaps target {other_name} ({other_url})",
-                             "give each target its own folder or prefix: a target holding another one would "
-                             "take the other's files for its own (and delete them with delete: true)")
-                break
-        seen.append((ident, target.name, target.url))
-        if folder is None:
-            continue
-        real = os.path.realpath(folder)
-        shown = _shown(folder, real)
-        if real == source_real:
-            problems.add(where, f"{shown} is the source folder {src.dir}", fix)
-        elif _inside(source_real, real):
-            problems.add(where, f"{shown} contains the source folder {_shown(src.dir, source_real)}",
-                         fix + " (with delete: true cartsync would delete the source)")
-        elif _inside(real, source_real):
-            problems.add(where, f"{shown} is inside the source folder {_shown(src.dir, source_real)}",
-                         fix + " (each run would publish the last copy again, one level deeper)")
-        else:
-            for what, path in own:
-                path_real = os.path.realpath(path)
-                if _inside(path_real, real):
-                    problems.add(where, f"{shown} holds {what} {_shown(path, path_real)}",
-                                 f"choose a target folder that does not hold {what}")
-                    break
-
-
-def _store_identity(target: TargetConfig, folder: str | None) -> tuple[str, ...]:
-    """Where a target's files are, comparable between targets: a real local folder, or scheme, endpoint
-    and path of a store."""
-    if folder is not None:
-        return ("file", os.path.realpath(folder).lstrip("/"))
-    scheme, rest = target.url.split("://", 1) if "://" in target.url else ("", target.url)
-    scheme = {"s3a": "s3"}.get(scheme, scheme)
-    endpoint = str(target.storage_options.get("endpoint_url") or "")
-    return (scheme, endpoint, rest.strip("/"))
 
 
 def marker_for(**identity: str) -> str:
@@ -472,23 +226,26 @@ def _written_dataset(src: dict[str, Any]) -> str:
     return ":".join(parts)
 
 
-def _holds_credential(url: str) -> bool:
-    return bool(re.search(r"(?i)(secret|token|password|key)=", url) or re.match(r"^[a-z0-9]+://[^/@]*(:[^/@]*)?@", url)
-                or redact.url_credential(url))
+def _marker(z: dict[str, Any], t: dict[str, Any], source: dict[str, Any], meta: dict[str, Any]) -> str:
+    """The deposition's marker, from what the user wrote (marker_for; the notes excluded, since the marker is
+    put there)."""
+    return marker_for(server=str(z.get("url", "https://zenodo.org")).rstrip("/"),
+                      target=str(t.get("name")), dataset=_written_dataset(source),
+                      metadata=json.dumps({k: v for k, v in meta.items() if k != "notes"}, sort_keys=True, default=str))
 
 
-def _zenodo_secrets(z: dict[str, Any], token_file: Path | None, at: list[Any], problems: _Problems) -> None:
+def _zenodo_secrets(z: dict[str, Any], token_file: Path | None, at: list[Any], problems: Problems) -> None:
     """The places a Zenodo token gets pasted by mistake: refused, and never echoed."""
     if isinstance(z.get("token_env"), str) and (why := redact.token_env_problem(z["token_env"])):
         problems.add(at + ["token_env"], why, redact.TOKEN_ENV_HINT)
     raw = z.get("token_file")
     if isinstance(raw, str) and token_file is not None and (why := redact.token_file_problem(raw, token_file.exists())):
         problems.add(at + ["token_file"], why, redact.TOKEN_FILE_HINT)
-    if isinstance(z.get("url"), str) and _holds_credential(z["url"]):
+    if isinstance(z.get("url"), str) and holds_credential(z["url"]):
         problems.add(at + ["url"], "looks like it holds a credential", redact.ZENODO_URL_HINT)
 
 
-def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems, file: Path,
+def _build_target(t: dict[str, Any], i: int, base: Path, problems: Problems, file: Path,
                   source: dict[str, Any], collection: bool = False) -> TargetConfig | None:
     has_url, z = "url" in t, t.get("zenodo")
     if has_url == (z is not None):
@@ -521,10 +278,7 @@ def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems, fi
                            token_file=token_file, token_env=str(z.get("token_env", "ZENODO_TOKEN")),
                            deposition=str(z.get("deposition", "new")), publish=bool(z.get("publish", False)),
                            state_file=state_file_for(file),
-                           marker=marker_for(server=str(z.get("url", "https://zenodo.org")).rstrip("/"),
-                                             target=str(t.get("name")), dataset=_written_dataset(source),
-                                             metadata=json.dumps({k: v for k, v in meta.items() if k != "notes"},
-                                                                 sort_keys=True, default=str)))
+                           marker=_marker(z, t, source, meta))
         url = cfg.url
     else:
         cfg, given = None, t.get("url")
@@ -538,20 +292,12 @@ def _build_target(t: dict[str, Any], i: int, base: Path, problems: _Problems, fi
                 problems.add(["targets", i, "url"], str(exc))
         elif url.startswith("file://"):
             url = "file://" + str(expand_path(url[len("file://"):], base))
-        bucket = url.split("://", 1)[1].split("/", 1)[0] if url.startswith(("s3://", "s3a://")) else None
-        endpoint = (t.get("storage_options") or {}).get("endpoint_url") if isinstance(
-            t.get("storage_options"), dict) else None
-        if _holds_credential(url):
-            # never echo the URL: it may hold the secret
-            problems.add(["targets", i, "url"], "looks like it holds a credential", redact.URL_HINT)
-        elif isinstance(endpoint, str) and _holds_credential(endpoint):
-            problems.add(["targets", i, "storage_options", "endpoint_url"], "looks like it holds a credential",
-                         redact.URL_HINT)
-        elif bucket is not None and not _BUCKET_RE.fullmatch(bucket):
-            problems.add(["targets", i, "url"], f"{json.dumps(bucket)} is not a valid S3 bucket name",
-                         "use 3-63 lowercase letters, digits, '.' and '-'")
-        elif (malformed := url_problem(url)) is not None:
-            problems.add(["targets", i, "url"], f"{json.dumps(url)} {malformed[0]}", malformed[1])
+        storage = t.get("storage_options")
+        endpoint = storage.get("endpoint_url") if isinstance(storage, dict) else None
+        if (wrong := store_url_problem(url, endpoint)) is not None:
+            key, message, hint = wrong
+            at = ["targets", i, "url"] if key == "url" else ["targets", i, "storage_options", "endpoint_url"]
+            problems.add(at, message, hint)
     try:
         part_size = parse_size(t.get("part_size", DEFAULT_PART_SIZE))
     except (ValueError, TypeError):

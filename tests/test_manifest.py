@@ -175,3 +175,40 @@ def test_a_passing_schema_check_is_remembered_by_content(tmp_path, monkeypatch):
     (tmp_path / "src").rmdir()
     with pytest.raises(ManifestError, match="source.dir"):
         manifest.load(path)
+
+
+def test_schema_keywords_without_a_wording_keep_jsonschemas_message(tmp_path, monkeypatch):
+    """problems.RENDER words the keywords users meet; any other (uniqueItems, maximum) says jsonschema's own."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "m.yaml").write_text("version: 1\nsource: {dir: src, method: catalog, parts: [basics, basics]}\n"
+                                     "targets:\n  - {name: a, url: out, part_concurrency: 100}\n")
+    with pytest.raises(ManifestError) as info:
+        manifest.load("m.yaml")
+    assert info.value.problems == ["m.yaml:2: source.parts: ['basics', 'basics'] has non-unique elements",
+                                   "m.yaml:4: targets[0].part_concurrency: 100 is greater than the maximum of 64"]
+
+
+def test_every_schema_keyword_that_can_fail_is_worded_or_deliberately_left_to_jsonschema():
+    from cartsync import problems
+    used: set[str] = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            used.update(k for k in node if k in KEYWORDS)
+            for k, v in node.items():
+                if k not in ("properties", "$defs"):
+                    walk(v)
+                else:
+                    for sub in v.values():
+                        walk(sub)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+    walk(manifest.schema())
+    assert used - set(problems.RENDER) == {"maximum", "minProperties", "uniqueItems"}
+
+
+KEYWORDS = {"additionalProperties", "const", "enum", "maximum", "minimum", "minItems", "maxItems", "minLength",
+            "maxLength", "minProperties", "oneOf", "anyOf", "allOf", "not", "pattern", "required", "type",
+            "uniqueItems", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "dependentRequired", "if"}
