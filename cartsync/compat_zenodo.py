@@ -14,8 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import manifest as manifest_mod
-from . import redact, selection
+from . import identity, redact, selection
 from .catalog_format import CATALOG_NAME
 from .errors import CartsyncError
 
@@ -85,7 +84,7 @@ def _identity(server: str, in_dir: Path, catalog: Path | None) -> tuple[str, str
     catalog_id = selection.dataset_id_of(catalog, "") if catalog is not None and catalog.is_file() else ""
     dataset = catalog_id or (catalog.name if catalog is not None else "(no catalog)")
     return (f"{server} {dataset}",
-            manifest_mod.marker_for(server=server, dataset=str(in_dir), catalog_id=catalog_id))
+            identity.deposition_marker(server=server, dataset=str(in_dir), catalog_id=catalog_id))
 
 
 def _zenodo_source(args: argparse.Namespace, in_dir: Path, cwd: Path) -> dict[str, Any]:

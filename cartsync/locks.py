@@ -37,6 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from . import identity
 from . import inventory as inv
 from .backends import Backend
 from .config import Manifest, TargetConfig
@@ -72,16 +73,12 @@ def _locks_folder() -> Path:
     return folder
 
 
-def _ident(manifest: Manifest, target: TargetConfig, dataset: str = "") -> str:
-    return hashlib.sha1(f"{manifest.path.resolve()}\0{target.name}\0{dataset}".encode()).hexdigest()[:16]
-
-
 @contextmanager
 def machine_lock(manifest: Manifest, target: TargetConfig, dataset: str = "") -> Iterator[None]:
     """One apply at a time per (manifest, target[, dataset]) on this machine: a second one exits with a clear
     message. A run over a whole collection locks the target and every dataset; a shard locks only its
     datasets, so shards run side by side but never beside a whole run."""
-    with inv.lock_file(_ident(manifest, target, dataset)) as fh:
+    with inv.lock_file(identity.run_key(manifest.path, target.name, dataset)) as fh:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -251,7 +248,7 @@ def _body(manifest: Manifest, target: TargetConfig, since: float, lifetime: floa
 
 
 def _say_once(manifest: Manifest, target: TargetConfig, why: str) -> None:
-    marker = _locks_folder() / f"{_ident(manifest, target)}.no-target-lock"
+    marker = _locks_folder() / f"{identity.run_key(manifest.path, target.name)}.no-target-lock"
     if marker.exists():
         return
     log.warning("target %s: %s; it is locked on this machine only (in %s)", target.name, why, inv.cache_dir())

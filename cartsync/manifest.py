@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from . import patterns, redact, yamlsafe
+from . import identity, patterns, redact, yamlsafe
 from .catalog_format import CATALOG_NAME, PARTS
 from .config import (
     DEFAULT_PART_SIZE,
@@ -211,15 +211,6 @@ def _build(file: Path, data: dict[str, Any], problems: Problems) -> Manifest | N
     return None if problems.items else manifest
 
 
-def marker_for(**identity: str) -> str:
-    """The mark cartsync leaves in a deposition's notes, to find "the deposition this dataset made" when
-    the state file is lost. Derived only from what the user wrote (server, target name, dataset, metadata),
-    never from where the manifest happens to be: a moved, renamed or freshly cloned project finds its
-    deposition again, and two datasets never share one."""
-    text = "\0".join(f"{k}={v}" for k, v in sorted(identity.items()))
-    return "cartsync:" + hashlib.sha1(text.encode()).hexdigest()[:16]
-
-
 def _written_dataset(src: dict[str, Any]) -> str:
     """The source as the user wrote it (normalised), e.g. `cartload2` or `cartload2:v2.yaml`."""
     parts = [os.path.normpath(str(src[k])) for k in ("dir", "catalog") if isinstance(src.get(k), str)]
@@ -227,11 +218,12 @@ def _written_dataset(src: dict[str, Any]) -> str:
 
 
 def _marker(z: dict[str, Any], t: dict[str, Any], source: dict[str, Any], meta: dict[str, Any]) -> str:
-    """The deposition's marker, from what the user wrote (marker_for; the notes excluded, since the marker is
-    put there)."""
-    return marker_for(server=str(z.get("url", "https://zenodo.org")).rstrip("/"),
-                      target=str(t.get("name")), dataset=_written_dataset(source),
-                      metadata=json.dumps({k: v for k, v in meta.items() if k != "notes"}, sort_keys=True, default=str))
+    """The deposition's marker, from what the user wrote (identity.deposition_marker; the notes excluded,
+    since the marker is put there)."""
+    return identity.deposition_marker(server=str(z.get("url", "https://zenodo.org")).rstrip("/"),
+                                      target=str(t.get("name")), dataset=_written_dataset(source),
+                                      metadata=json.dumps({k: v for k, v in meta.items() if k != "notes"},
+                                                          sort_keys=True, default=str))
 
 
 def _zenodo_secrets(z: dict[str, Any], token_file: Path | None, at: list[Any], problems: Problems) -> None:

@@ -14,10 +14,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from . import selection
+from . import identity, selection
 from .config import Manifest, TargetConfig
 from .errors import PlanError
-from .manifest import marker_for
 from .model import SourceFile
 
 NO_DESCRIPTION = "No description provided."
@@ -47,7 +46,7 @@ def expand(manifest: Manifest, targets: list[TargetConfig], files: list[SourceFi
             fields = _catalog_fields(catalogs.get(ds), ds)
             name = f"{t.name}/{ds}"
             cfg = dataclasses.replace(t.zenodo, metadata=fill(t.zenodo.metadata, fields),
-                                      marker=marker_for(parent=t.zenodo.marker, dataset=ds))
+                                      marker=identity.deposition_marker(parent=t.zenodo.marker, dataset=ds))
             out.append(dataclasses.replace(t, name=name, zenodo=cfg, dataset=ds))
     return out
 

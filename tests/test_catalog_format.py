@@ -44,7 +44,7 @@ def test_dataset_id_falls_back_when_the_id_is_no_path_segment():
 
 
 def test_config_and_catalog_format_load_no_yaml_or_jsonschema():
-    code = ("import sys, cartsync.config, cartsync.catalog_format; "
+    code = ("import sys, cartsync.config, cartsync.catalog_format, cartsync.identity; "
             "print(sorted(m for m in ('yaml', 'jsonschema', 'cartsync.manifest', 'cartsync.yamlsafe') "
             "if m in sys.modules))")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
