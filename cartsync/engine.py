@@ -100,14 +100,6 @@ def targets_of(manifest: Manifest, names: tuple[str, ...]) -> list[TargetConfig]
     return [manifest.target(n) for n in dict.fromkeys(names)] if names else list(manifest.targets)
 
 
-def local_inventory(manifest: Manifest, cache: inv.HashCache, jobs: int | None = None,
-                    targets: list[TargetConfig] | None = None) -> dict[str, LocalFile]:
-    local = inv.inventory(select(manifest, targets), cache, jobs)
-    log.info("source: %d file(s), %s; hashed %s (%d cached)", len(local),
-             human_size(sum(f.size for f in local.values())), human_size(cache.bytes_hashed), cache.hits)
-    return local
-
-
 def select(manifest: Manifest, targets: list[TargetConfig] | None = None) -> list[SourceFile]:
     """The source files, checked against the targets' limits: before hashing or any request."""
     files = selection.select(manifest.source)

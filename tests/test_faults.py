@@ -132,13 +132,13 @@ def test_file_changing_during_upload_is_not_recorded_as_done(tmp_path, dataset, 
     from cartsync import engine, manifest
     from cartsync.backends.fsspec import FsspecBackend
     from cartsync.executor import Executor
-    from cartsync.inventory import HashCache
+    from cartsync.inventory import HashCache, inventory
     from cartsync.retry import RetryPolicy
 
     m = local_manifest(tmp_path)
     man = manifest.load(m)
     cache = HashCache(tmp_path / "h.sqlite3")
-    local = engine.local_inventory(man, cache)
+    local = inventory(engine.select(man), cache)
     victim = dataset / "genes_all.pmtiles"
 
     class ChangingUnderUs(FsspecBackend):      # a real local backend; the file changes as it is read
@@ -159,7 +159,7 @@ def test_file_changing_during_upload_is_not_recorded_as_done(tmp_path, dataset, 
     assert [a.key for a in report.skipped] == ["catalog.yaml"]
     # nothing claims the new content is the hashed one: a fresh plan still sees work to do
     assert engine.plan_target(FsspecBackend(man.targets[0], cache), man.targets[0],
-                              engine.local_inventory(man, cache)).has_changes
+                              inventory(engine.select(man), cache)).has_changes
 
 
 def test_second_apply_of_same_target_waits_its_turn(tmp_path, dataset, cli):
