@@ -28,7 +28,7 @@ from .config import (
     state_file_for,
 )
 from .errors import ManifestError
-from .problems import Problems, describe, schema_problem
+from .problems import Problems, describe, duplicate_keys, schema_problem
 from .target_urls import check_overlaps, holds_credential, store_url_problem
 
 
@@ -101,27 +101,10 @@ def _not_utf8(file: Path, data: bytes, at: int) -> ManifestError:
                          f"save it as UTF-8 (e.g. iconv -f latin1 -t UTF-8 {file} > utf8.yaml, then use utf8.yaml)")
 
 
-def _duplicate_keys(node: yaml.Node | None, path: list[Any]) -> list[tuple[int, list[Any], str]]:
-    """YAML keeps the last of two equal keys without a word; a manifest must not."""
-    out: list[tuple[int, list[Any], str]] = []
-    if isinstance(node, yaml.MappingNode):
-        first: dict[Any, int] = {}
-        for k, v in node.value:
-            if k.value in first:
-                out.append((k.start_mark.line, path + [k.value],
-                            f"duplicate key (also on line {first[k.value] + 1}; YAML would keep only the last)"))
-            first.setdefault(k.value, k.start_mark.line)
-            out += _duplicate_keys(v, path + [k.value])
-    elif isinstance(node, yaml.SequenceNode):
-        for i, v in enumerate(node.value):
-            out += _duplicate_keys(v, path + [i])
-    return out
-
-
 def from_data(data: Any, file: Path, root: yaml.Node | None = None, text: str | None = None) -> Manifest:
     """Validate manifest data (from YAML `text`, or built in memory by upload-aws/upload-zenodo)."""
     problems = Problems(file, root)
-    for line, path, message in _duplicate_keys(root, []):
+    for line, path, message in duplicate_keys(root, []):
         problems.add_line(line, path, message)
     if not isinstance(data, dict):
         problems.add([], f"expected a mapping with version, source and targets, got {describe(data)}")

@@ -1,9 +1,10 @@
 """Manifest problems as the user reads them: `file:line: key.path: problem (fix)`, all at once, sorted.
 
 `Problems` collects every problem of one manifest, each placed on the line of the YAML node it is about
-(found by key path in the composed node tree), and `schema_problem` renders a jsonschema error as such a
-problem. The rendering is a table — validator keyword → the function that words it — so a new keyword in
-the schema gets its wording in one row; a keyword without a row falls back to jsonschema's own message.
+(found by key path in the composed node tree); `duplicate_keys` finds the keys YAML would silently drop, and
+`schema_problem` renders a jsonschema error as such a problem. The rendering is a table — validator
+keyword → the function that words it — so a new keyword in the schema gets its wording in one row; a
+keyword without a row falls back to jsonschema's own message.
 Values are described, never echoed when they look like a token (redact.py).
 """
 from __future__ import annotations
@@ -72,6 +73,23 @@ class Problems:
 
     def sorted(self) -> list[str]:
         return [text for _, text in sorted(zip(self.lines, self.items, strict=False), key=lambda p: p[0])]
+
+
+def duplicate_keys(node: yaml.Node | None, path: list[Any]) -> list[tuple[int, list[Any], str]]:
+    """YAML keeps the last of two equal keys without a word; a manifest must not."""
+    out: list[tuple[int, list[Any], str]] = []
+    if isinstance(node, yaml.MappingNode):
+        first: dict[Any, int] = {}
+        for k, v in node.value:
+            if k.value in first:
+                out.append((k.start_mark.line, path + [k.value],
+                            f"duplicate key (also on line {first[k.value] + 1}; YAML would keep only the last)"))
+            first.setdefault(k.value, k.start_mark.line)
+            out += duplicate_keys(v, path + [k.value])
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            out += duplicate_keys(v, path + [i])
+    return out
 
 
 def describe(value: Any) -> str:
