@@ -24,7 +24,7 @@ import yaml
 
 from . import manifest as manifest_mod
 from . import redact, selection
-from .catalog_format import CATALOG_NAME
+from .catalog_format import CATALOG_NAME, PARTS
 from .cliflags import global_flags
 from .commands import Output, options_from_args, run_apply, run_check
 from .compat_zenodo import NO_DESCRIPTION, UPLOAD_TYPES, zenodo_manifest
@@ -173,7 +173,7 @@ def _in_list_tsv(path: str) -> list[str]:
 
 def _parts(args: argparse.Namespace) -> tuple[str, ...]:
     return (("basics",) if args.upload_basics_only else ("optional",) if args.upload_optional_only
-            else ("basemap",) if args.upload_basemap_only else ("basics", "optional", "basemap"))
+            else ("basemap",) if args.upload_basemap_only else PARTS)
 
 
 def aws_manifest(args: argparse.Namespace, cwd: Path) -> dict[str, Any]:
@@ -187,7 +187,7 @@ def aws_manifest(args: argparse.Namespace, cwd: Path) -> dict[str, Any]:
         source.update(collection=True, datasets=_in_list_tsv(str(cwd / args.in_list)))
     elif args.catalog_yaml:
         source["catalog"] = str((cwd / args.catalog_yaml).resolve())
-    if _parts(args) != ("basics", "optional", "basemap"):
+    if _parts(args) != PARTS:
         source["parts"] = list(_parts(args))
     target: dict[str, Any] = {"name": "aws", "url": args.s3_dir.rstrip("/"),
                               "overwrite": "always" if args.restart else "changed"}
@@ -224,7 +224,7 @@ def cmd_upload_zenodo(args: argparse.Namespace) -> int:
     if code == 0 and args.upload_method == "catalog" and not (args.dry_run or args.print_manifest):
         in_dir = Path(data["source"]["dir"])
         catalog = Path(data["source"].get("catalog") or in_dir / CATALOG_NAME)
-        _touch_flags(in_dir, catalog, ("basics", "optional", "basemap"), "zenodo")
+        _touch_flags(in_dir, catalog, PARTS, "zenodo")
     return code
 
 

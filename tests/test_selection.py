@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cartsync.errors import SourceError
 from cartsync.config import SourceConfig
+from cartsync.errors import SourceError
 from cartsync.selection import matches, select
 
 
