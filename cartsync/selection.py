@@ -14,6 +14,7 @@ selection reads the catalog and checks every path it names.
 """
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -131,7 +132,20 @@ def _rel_or_none(path: Path, root: Path) -> str | None:
 
 
 def read_catalog(path: Path) -> dict[str, Any]:
-    """A catalog's top-level mapping (SourceError naming the file and line if it cannot be read)."""
+    """A catalog's top-level mapping (SourceError naming the file and line if it cannot be read). Parsed once
+    per version of the file: a collection's selection reads each catalog for its id and for its files, and
+    parsing was half of a 200-dataset selection. The mapping is shared: callers only read it."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise SourceError(f"{path}: catalog not found", "set source.catalog, or use method: all") from None
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read catalog: {exc}") from None
+    return _parsed_catalog(path, st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_catalog(path: Path, mtime_ns: int, size: int, inode: int) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
