@@ -8,76 +8,19 @@ run whose record was lost finds it again instead of creating a second one.
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import CartsyncError, PlanError, RemoteError, VerifyError
-from ..model import Change, KeyRange, Kind, LocalFile, Plan, RemoteFile, Report
-from .base import Backend, Features, Progress
-from .zenodo_client import ZenodoClient
-from .zenodo_meta import desired_metadata, md5_of, metadata_diff, remote_files
+from ...errors import PlanError, RemoteError, VerifyError
+from ...model import Change, KeyRange, Kind, LocalFile, Plan, RemoteFile, Report
+from ..base import Backend, Features, Progress
+from .client import ZenodoClient
+from .meta import desired_metadata, md5_of, metadata_diff, remote_files
+from .state import StateFile
 
 log = logging.getLogger(__name__)
-
-
-class StateFile:
-    """Per-target records beside the manifest (JSON; no secrets; safe to commit)."""
-
-    def __init__(self, path: Path, target: str) -> None:
-        self.path, self.target = path, target
-
-    def read(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            raise self._unreadable(str(exc)) from None
-        record = data.get("targets", {}).get(self.target, {}) if isinstance(data, dict) else None
-        if not isinstance(record, dict) or not isinstance(data.get("targets", {}), dict):
-            raise self._unreadable("expected a JSON object")
-        dep = record.get("deposition_id")
-        if dep is not None and not (isinstance(dep, int) or str(dep).isdigit()):
-            raise self._unreadable(f"deposition_id {dep!r} is not a number")
-        return dict(record)
-
-    def _unreadable(self, why: str) -> PlanError:
-        return PlanError(f"state file {self.path} is unreadable ({why})",
-                         "fix or remove it; cartsync will find its deposition by its marker")
-
-    def write(self, **record: Any) -> None:
-        try:
-            data = json.loads(self.path.read_text())
-        except (FileNotFoundError, ValueError):
-            data = {}
-        data.setdefault("cartsync_state", 1)
-        data.setdefault("targets", {}).setdefault(self.target, {}).update(record)
-        tmp = self.path.with_name(self.path.name + f".tmp{os.getpid()}")
-        try:
-            tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise self._unwritable(exc, record.get("deposition_id")) from None
-
-    def check_writable(self) -> None:
-        """Before creating anything remotely: the record of what is created must be keepable."""
-        probe = self.path.with_name(self.path.name + f".probe{os.getpid()}")
-        try:
-            probe.touch()
-            probe.unlink()
-        except OSError as exc:
-            raise self._unwritable(exc, None) from None
-
-    def _unwritable(self, exc: OSError, dep: Any) -> CartsyncError:
-        made = f"; it records deposition {dep}, which a re-run finds again by its marker" if dep else ""
-        return CartsyncError(f"state file {self.path} cannot be written ({exc.strerror}){made}",
-                             f"make {self.path.parent} writable, or copy the manifest to a writable folder and "
-                             "run it from there (adjust source.dir, which is relative to the manifest)")
 
 
 class ZenodoBackend(Backend):
@@ -205,7 +148,7 @@ class ZenodoBackend(Backend):
     # ---- writing (executor only) ---------------------------------------------------------------
 
     def begin(self, plan: Plan) -> list[Change]:
-        from .zenodo_lifecycle import prepare
+        from .deposition import prepare
         return prepare(self, plan)
 
     def upload(self, local: LocalFile, key: str, progress: Progress) -> RemoteFile:
@@ -239,7 +182,7 @@ class ZenodoBackend(Backend):
                 raise
 
     def finish(self, report: Report, ok: bool) -> list[Change]:
-        from .zenodo_lifecycle import publish_if_asked
+        from .deposition import publish_if_asked
         return publish_if_asked(self, ok)
 
     def close(self) -> None:

@@ -19,14 +19,14 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
-from .. import __version__
-from ..config import ZenodoConfig
-from ..errors import AuthError, CartsyncError, RemoteError
-from ..inventory import cache_dir
-from ..retry import Timeouts, dns_failure, is_retryable, transient
-from .base import PROXY_HINT, proxy_for
-from .requests_drain import mount_draining
-from .zenodo_budget import RateBudget
+from ... import __version__
+from ...config import ZenodoConfig
+from ...errors import AuthError, CartsyncError, RemoteError
+from ...inventory import cache_dir
+from ...retry import Timeouts, dns_failure, is_retryable, transient
+from ..base import PROXY_HINT, proxy_for
+from ..requests_drain import mount_draining
+from .budget import RateBudget
 
 log = logging.getLogger(__name__)
 

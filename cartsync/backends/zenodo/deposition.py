@@ -12,12 +12,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CartsyncError, RemoteError
-from ..model import Change, Kind, Plan
-from .zenodo_meta import merged, metadata_diff, remote_files
+from ...errors import CartsyncError, RemoteError
+from ...model import Change, Kind, Plan
+from .meta import merged, metadata_diff, remote_files
 
 if TYPE_CHECKING:      # for annotations only: the backend imports this module when it writes
-    from .zenodo import ZenodoBackend
+    from .backend import ZenodoBackend
 
 log = logging.getLogger(__name__)
 
