@@ -101,7 +101,6 @@ class ZenodoClient:
         # Zenodo throttles anonymous python-requests traffic; say who we are.
         self.session.headers["User-Agent"] = f"cartsync/{__version__} (+zenodo deposit sync)"
         self.session.trust_env = not cfg.url.startswith("http://127.0.0.1")
-        self.requests_made = 0
         self._pause_until = 0.0
         self.timeouts = Timeouts.from_env()
 
@@ -121,7 +120,6 @@ class ZenodoClient:
         url = self.url(path)
         shown = f"{method} {url.split('?', 1)[0]}"
         self.budget.acquire()
-        self.requests_made += 1
         try:
             resp = self.session.request(method, url, timeout=(self.timeouts.connect, self.timeouts.idle), **kwargs)
         except (requests.ConnectionError, requests.Timeout) as exc:
