@@ -9,7 +9,7 @@ from pathlib import Path
 from cartsync.backends.zenodo.client import ZenodoClient
 from cartsync.backends.zenodo.deposition import Deposition
 from cartsync.backends.zenodo.state import StateFile
-from cartsync.manifest import ZenodoConfig
+from cartsync.config import ZenodoConfig
 from cartsync.model import Action, Change, Kind, LocalFile, Plan, RemoteFile
 from cartsync.retry import RetryPolicy
 

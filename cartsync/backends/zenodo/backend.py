@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ...config import TargetConfig
 from ...errors import PlanError
 from ...inventory import HashCache
-from ...manifest import TargetConfig
 from ...model import Change, KeyRange, Kind, LocalFile, Plan, RemoteFile, Report
 from ..base import Backend, Features, Progress
 from .client import ZenodoClient

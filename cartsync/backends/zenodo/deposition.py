@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
+from ...config import ZenodoConfig
 from ...errors import CartsyncError, RemoteError, VerifyError
-from ...manifest import ZenodoConfig
 from ...model import Change, Kind, LocalFile, Plan, RemoteFile
 from ..base import Progress
 from .client import ZenodoClient

@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ...config import ZenodoConfig
 from ...errors import RemoteError
-from ...manifest import ZenodoConfig
 from .state import StateFile
 
 log = logging.getLogger(__name__)
