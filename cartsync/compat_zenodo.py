@@ -127,7 +127,7 @@ def zenodo_manifest(args: argparse.Namespace, cwd: Path) -> tuple[dict[str, Any]
         deposition = int(args.zenodo_deposition_id)
     new = deposition == "new"
     if new:
-        from .backends.zenodo import StateFile
+        from .backends.zenodo.state import StateFile
         recorded = StateFile(state_file, key).read().get("deposition_id")
         missing = [flag for flag, value in (("--title", args.title), ("--creators", args.creators)) if not value]
         if recorded is not None and (missing or args.print_manifest):

@@ -1,5 +1,5 @@
 """retry.is_retryable judges transport faults by type: each backend declares its library's classes
-(s3/client.py for botocore, urllib3 and aiohttp; zenodo_client for requests); a TLS failure never retries;
+(s3/client.py for botocore, urllib3 and aiohttp; zenodo/client.py for requests); a TLS failure never retries;
 a class that only shares a name with a transport fault is not one (the check used to match names)."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import requests
 import urllib3.exceptions as u3
 
-import cartsync.backends.zenodo_client  # noqa: F401 — declares requests' faults, as making the client does
+import cartsync.backends.zenodo.client  # noqa: F401 — declares requests' faults, as making the client does
 from cartsync.backends.s3.client import declare_transient_aiohttp, declare_transient_botocore
 from cartsync.errors import AuthError, RemoteError
 from cartsync.retry import is_retryable

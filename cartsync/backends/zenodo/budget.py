@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..errors import CartsyncError
+from ...errors import CartsyncError
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..model import RemoteFile
+from ...model import RemoteFile
 
 _PERSON_KEYS = ("name", "affiliation", "orcid", "gnd")
 

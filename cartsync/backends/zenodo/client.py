@@ -19,14 +19,14 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
-from .. import __version__
-from ..config import ZenodoConfig
-from ..errors import AuthError, CartsyncError, RemoteError
-from ..inventory import cache_dir
-from ..retry import Timeouts, dns_failure, is_retryable, transient
-from .base import PROXY_HINT, proxy_for
-from .requests_drain import mount_draining
-from .zenodo_budget import RateBudget
+from ... import __version__
+from ...config import ZenodoConfig
+from ...errors import AuthError, CartsyncError, RemoteError
+from ...inventory import cache_dir
+from ...retry import Timeouts, dns_failure, is_retryable, transient
+from ..base import PROXY_HINT, proxy_for
+from ..requests_drain import mount_draining
+from .budget import RateBudget
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,6 @@ class ZenodoClient:
         # Zenodo throttles anonymous python-requests traffic; say who we are.
         self.session.headers["User-Agent"] = f"cartsync/{__version__} (+zenodo deposit sync)"
         self.session.trust_env = not cfg.url.startswith("http://127.0.0.1")
-        self.requests_made = 0
         self._pause_until = 0.0
         self.timeouts = Timeouts.from_env()
 
@@ -121,7 +120,6 @@ class ZenodoClient:
         url = self.url(path)
         shown = f"{method} {url.split('?', 1)[0]}"
         self.budget.acquire()
-        self.requests_made += 1
         try:
             resp = self.session.request(method, url, timeout=(self.timeouts.connect, self.timeouts.idle), **kwargs)
         except (requests.ConnectionError, requests.Timeout) as exc:
