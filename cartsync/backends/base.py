@@ -30,7 +30,6 @@ class Features:
     flat: bool = False               # keys cannot hold folders (Zenodo); keys are mapped to base names
     max_files: int | None = None     # most files a target may hold
     max_bytes: int | None = None     # most bytes a target may hold
-    atomic_replace: bool = True      # a reader sees the old or the new file, never a mix
     folders: bool = False            # a real folder tree (local): a file and a folder cannot share a name
     max_key_bytes: int | None = None # longest key (prefix included, UTF-8) the store accepts
 

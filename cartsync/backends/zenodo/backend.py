@@ -25,7 +25,7 @@ from .state import StateFile
 
 
 class ZenodoBackend(Backend):
-    features = Features(flat=True, max_files=100, max_bytes=50 * 10**9, atomic_replace=False)
+    features = Features(flat=True, max_files=100, max_bytes=50 * 10**9)
     finish_is_cleanup = False      # finish() publishes
 
     def __init__(self, target: TargetConfig, cache: HashCache) -> None:
