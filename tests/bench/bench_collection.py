@@ -6,7 +6,7 @@
 - no-op plan of the whole collection vs `s5cmd ls` of the collection prefix (the server's listing floor);
 - four `cartsync apply --shard k/4` processes started together on a fresh bucket, each with its own
   cache folder: every object sent exactly once (counted at the server), all exit 0, peak RSS each;
-- Zenodo: a collection of 20 datasets against tests/zenodo_fake.py: depositions made by the first apply,
+- Zenodo: a collection of 20 datasets against tests/fakes/zenodo_fake.py: depositions made by the first apply,
   requests of a no-op re-run, and the busiest minute of the request log.
 """
 from __future__ import annotations
@@ -22,8 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import (BENCH, MiB, Peers, cartsync_cmd, human, log, max_rss_from_time_v, run, s3_env, secs,
-                      write_random)
+from benchlib import BENCH, MiB, Peers, cartsync_cmd, human, log, max_rss_from_time_v, run, s3_env, secs, write_random
 
 
 def make_collection(root: Path, n_datasets: int, small: int = 50, medium: int = 4, seed: int = 16) -> dict[str, Any]:

@@ -4,7 +4,7 @@
           same files; then a warm re-run that must hash 0 bytes
   plan    `cartsync plan` no-op over many tiny files, local-folder and loopback-S3 targets
   rss     peak RSS of `cartsync apply` uploading one big file to the loopback S3 server
-  zenodo  HTTP requests of a no-op Zenodo sync against tests/zenodo_fake.py (if the backend exists)
+  zenodo  HTTP requests of a no-op Zenodo sync against tests/fakes/zenodo_fake.py (if the backend exists)
 """
 from __future__ import annotations
 
@@ -17,8 +17,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import (BENCH, REPO, UNDER_TEST, MiB, cartsync_cmd, clean_env, human, local_manifest, log, max_rss_from_time_v,
-                      median, nproc, run, s3_env, s3_manifest, secs, tiny_tree, write_random)
+from benchlib import (
+    BENCH,
+    REPO,
+    UNDER_TEST,
+    MiB,
+    cartsync_cmd,
+    clean_env,
+    human,
+    local_manifest,
+    log,
+    max_rss_from_time_v,
+    median,
+    nproc,
+    run,
+    s3_env,
+    s3_manifest,
+    secs,
+    tiny_tree,
+    write_random,
+)
 
 WORKER = BENCH / "bench_worker.py"
 

@@ -16,8 +16,20 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import (RESULTS, VENV_BIN, DatasetSpec, MiB, cartsync_cmd, local_manifest, log,  # noqa: E402
-                      make_cartload2_dataset, run, s3_env, s3_manifest, tiny_tree)
+from benchlib import (  # noqa: E402
+    RESULTS,
+    VENV_BIN,
+    DatasetSpec,
+    MiB,
+    cartsync_cmd,
+    local_manifest,
+    log,
+    make_cartload2_dataset,
+    run,
+    s3_env,
+    s3_manifest,
+    tiny_tree,
+)
 
 _LINE = re.compile(r" \(([^()]*?)(?::\d+)?\)$")
 PHASES = [

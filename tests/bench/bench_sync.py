@@ -18,8 +18,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from benchlib import (BENCH, MiB, DatasetSpec, Peers, cartsync_cmd, fmt_ratio, human, log,
-                      make_cartload2_dataset, median, ratio, run, s3_env, s3_manifest, secs)
+from benchlib import (
+    BENCH,
+    DatasetSpec,
+    MiB,
+    Peers,
+    cartsync_cmd,
+    fmt_ratio,
+    human,
+    log,
+    make_cartload2_dataset,
+    median,
+    ratio,
+    run,
+    s3_env,
+    s3_manifest,
+    secs,
+)
 
 SENT_OPS = ("PutObject", "CreateMultipartUpload")
 WRITE_OPS = ("CopyObject", "UploadPartCopy", "DeleteObject", "DeleteObjects", "PutObjectAcl",

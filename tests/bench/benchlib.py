@@ -25,8 +25,9 @@ TESTS = BENCH.parent
 REPO = TESTS.parent
 RESULTS = BENCH / "results"
 VENV_BIN = Path(sys.executable).parent
-if str(TESTS) not in sys.path:
-    sys.path.insert(0, str(TESTS))
+for _folder in (TESTS, TESTS / "fakes"):         # the loopback fakes live in tests/fakes/
+    if str(_folder) not in sys.path:
+        sys.path.insert(0, str(_folder))
 
 KiB, MiB, GiB = 2**10, 2**20, 2**30
 _T0 = time.perf_counter()

@@ -21,8 +21,22 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import (GiB, MiB, RESULTS, UNDER_TEST, DatasetSpec, elapsed, find_peers, fmt_ratio,  # noqa: E402
-                      freeze_cartsync, human, log, machine_info, secs, write_json)
+from benchlib import (  # noqa: E402
+    RESULTS,
+    UNDER_TEST,
+    DatasetSpec,
+    GiB,
+    MiB,
+    elapsed,
+    find_peers,
+    fmt_ratio,
+    freeze_cartsync,
+    human,
+    log,
+    machine_info,
+    secs,
+    write_json,
+)
 
 PARTS = ("sync", "hash", "plan", "rss", "zenodo", "collection")
 
@@ -168,7 +182,7 @@ def render(res: dict[str, Any]) -> str:
            f"- cartsync under test: {m.get('cartsync_under_test')}; moto {m['packages']['moto']}, "
            f"boto3 {m['packages']['boto3']}, s3fs {m['packages']['s3fs']}",
            "- peers: " + "; ".join(f"{k}: {v or 'not available'}" for k, v in res["peers"]["versions"].items()),
-           "- server: moto's S3 server (tests/s3server.py) on 127.0.0.1 inside the harness process; every tool"
+           "- server: moto's S3 server (tests/fakes/s3server.py) on 127.0.0.1 inside the harness process; every tool"
            " runs as a subprocess. Objects = PutObject + CreateMultipartUpload, bytes = PutObject/UploadPart"
            " payload, counted at the server.",
            ]
