@@ -143,10 +143,12 @@ class Streak:
     def __init__(self) -> None:
         self._since: float | None = None
         self._lock = threading.Lock()
+        self.given_up = False     # a call was refused a try for the budget: no first try starts either
 
     def answered(self) -> None:
         with self._lock:
             self._since = None
+            self.given_up = False
 
     def failed(self, started: float) -> None:
         with self._lock:
@@ -208,7 +210,7 @@ class RetryPolicy:
         def attempt() -> T:
             # a first try now could end past the budget: the target is given up on. A retry was decided by
             # stop(), pause included: checking again here would refuse a try the log has just announced
-            if tries[0] == 0 and self._left() < 0:
+            if tries[0] == 0 and (self._left() < 0 or self.streak.given_up):
                 raise _StopRetrying()
             tries[0] += 1
             started = time.monotonic()
@@ -238,6 +240,7 @@ class RetryPolicy:
             pause = float(after) if after is not None else jitter(state)
             if self._left() - pause < 0:
                 spent[0] = True
+                self.streak.given_up = True     # else another call's first try could start in the pause's margin
                 return True
             pauses[:] = [pause]
             return False
