@@ -173,10 +173,11 @@ class FileLockStore:
 
 def store_for(backend: Backend) -> LockStore | None:
     """The backend's lock store, or None where the store has no conditional write cartsync can use."""
-    from .backends.fsspec import FsspecBackend
     from .backends.s3 import S3Backend
     if isinstance(backend, S3Backend):
         return backend.lock_store(LOCK_NAME)
+    # imported only now: it imports fsspec (~0.2 CPU-s), which an S3 no-op otherwise never needs
+    from .backends.fsspec import FsspecBackend
     if isinstance(backend, FsspecBackend) and backend.local:
         return FileLockStore(Path(backend.root))
     return None
