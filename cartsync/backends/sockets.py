@@ -133,10 +133,14 @@ class DrainBeforeAnswer:
     timeout: Any
     sock: Any
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.answer_timeout = Timeouts.from_env().answer     # read once per connection, not per request
+
     def getresponse(self, *args: Any, **kwargs: Any) -> Any:
         idle = self.timeout if isinstance(self.timeout, (int, float)) else None
         wait_sent(self.sock, idle)
-        WATCHDOG.arm(self.sock, Timeouts.from_env().answer)
+        WATCHDOG.arm(self.sock, self.answer_timeout)
         return super().getresponse(*args, **kwargs)  # type: ignore[misc]
 
     def putrequest(self, *args: Any, **kwargs: Any) -> Any:

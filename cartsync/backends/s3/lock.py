@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from ...errors import AuthError, NoConditionalWrite, RemoteError
+from .compat import error_fields
 from .sigv4 import Answer, Connection, Endpoint, error_code
 
 log = logging.getLogger(__name__)
@@ -23,12 +24,6 @@ _UNSUPPORTED = ("NotImplemented", "InvalidArgument", "InvalidRequest")
 
 class _Unexpected(Exception):
     """An answer the signed path does not read as botocore would: ask botocore."""
-
-
-def _code(exc: BaseException) -> tuple[str, int]:
-    resp = getattr(exc, "response", None) or {}
-    return (str(resp.get("Error", {}).get("Code", "")),
-            int(resp.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0))
 
 
 class S3LockStore:
@@ -88,7 +83,7 @@ class S3LockStore:
                 raise                                        # the listing says so, by name
             return None                                      # If-Match on a lock removed meanwhile
         except Exception as exc:
-            code, status = _code(exc)
+            code, status, _ = error_fields(exc)
             if status in (412, 409) or code in _CONFLICT:
                 return None
             if status in (400, 501) or code in _UNSUPPORTED:
@@ -133,7 +128,7 @@ class S3LockStore:
         except FileNotFoundError:
             return                                           # gone already
         except Exception as exc:
-            code, status = _code(exc)
+            code, status, _ = error_fields(exc)
             if status == 412 or code == "PreconditionFailed":
                 return                                       # someone else's now: leave it
             if not cond or not (status in (400, 501) or code in ("NotImplemented", "InvalidArgument")):
