@@ -65,9 +65,13 @@ def apply(manifest: Manifest, options: Options, on_plan: Callable[[list[Plan]], 
     results: list[tuple[Plan, Report]] = []
     try:
         files, scope, targets = prepared(manifest, options)
-        with opened(manifest, targets, cache, lock=True, parts=lock_parts(manifest, files, scope)) as backends:
+        parts = lock_parts(manifest, files, scope)
+        with opened(manifest, targets, cache, lock=True, parts=parts) as backends:
+            # a run over a whole collection, its target lock held, refuses while a shard holds a dataset
+            guard = (lambda b, listing: locks.refuse_live_shards(manifest, b, listing)) \
+                if manifest.source.collection and "" in parts else None
             plans = plan_all(backends, files, cache, scope=scope, allow_mass_delete=options.allow_mass_delete,
-                             hash_all=on_inputs is not None, on_inputs=on_inputs)
+                             hash_all=on_inputs is not None, on_inputs=on_inputs, guard=guard)
             if on_plan is not None:
                 on_plan(plans)
             for backend, p in zip(backends, plans, strict=False):
@@ -149,6 +153,10 @@ def lock_parts(manifest: Manifest, files: list[SourceFile], scope: Scope) -> lis
 
 def precheck(files: list[SourceFile], targets: list[TargetConfig]) -> None:
     """Key clashes and target limits, from sizes alone: before hashing anything or sending a request."""
+    reserved = sorted(f.key for f in files if locks.is_lock_key(f.key))
+    if reserved and targets:
+        raise PlanError(f"{reserved[0]}: {locks.LOCK_NAME} is the name of cartsync's lock object on the target, "
+                        "so this file could never be published", "rename that file, or leave it out of the source")
     for t in targets:
         _check_key_lengths(t, backend_class(t).features, [f.key for f in files])
     limited = [(t, cls) for t in targets
@@ -213,9 +221,9 @@ def _check_limits(feats: Features, local: dict[str, int], remote: dict, target: 
 def opened(manifest: Manifest, targets: list[TargetConfig], cache: inv.HashCache,
            lock: bool, parts: list[str] | None = None) -> Iterator[list[Backend]]:
     """A backend per target, closed afterwards; with `lock`, every target locked (locks.py): on this machine
-    first, each of `parts` (see lock_parts; default the whole target) with its own lock; then, for a run
-    over the whole target, on the target itself (a shard takes machine locks only, so shards of one
-    collection run side by side). The target locks are released before the backends close."""
+    first, each of `parts` (see lock_parts; default the whole target) with its own lock; then on the target
+    itself: a run over the whole target its target lock, a shard one lock object per dataset (so shards of
+    one collection run side by side). The lock objects are released before the backends close."""
     with ExitStack() as stack:
         if lock:
             for t in targets:
@@ -229,27 +237,37 @@ def opened(manifest: Manifest, targets: list[TargetConfig], cache: inv.HashCache
         stack.callback(close_all)
         for t in targets:
             backends.append(open_backend(t, cache))
-        if lock and (parts is None or "" in parts):
+        if lock:
             for b in backends:
-                stack.enter_context(locks.target_lock(manifest, b))
+                if parts is None or "" in parts or b.target.dataset is not None:
+                    stack.enter_context(locks.target_lock(manifest, b))
+                else:
+                    stack.enter_context(locks.dataset_locks(manifest, b, parts))
         yield backends
 
 
 Inputs = Callable[[dict[str, LocalFile], dict[str, dict[str, RemoteFile]]], None]
+Guard = Callable[[Backend, dict[str, RemoteFile]], None]
 
 
 def plan_all(backends: list[Backend], files: list[SourceFile], cache: inv.HashCache,
              jobs: int | None = None, scope: Scope = WHOLE_TARGET, allow_mass_delete: bool = False,
-             hash_all: bool = False, on_inputs: Inputs | None = None) -> list[Plan]:
+             hash_all: bool = False, on_inputs: Inputs | None = None, guard: Guard | None = None) -> list[Plan]:
     """One plan per target. The source is surveyed (stat, cached hashes) while every target is listed;
     then only the files whose plan depends on their content are hashed (those with a same-size copy on
     a target; every file with `hash_all`). The rest are hashed when uploaded, overlapping the transfers.
-    `on_inputs` sees the inventory and each target's listing before planning (saved plans check them)."""
+    `on_inputs` sees the inventory and each target's listing before planning (saved plans check them);
+    `guard` sees each target's whole listing (lock objects included) as it arrives, and may refuse."""
     with ThreadPoolExecutor(max_workers=len(backends) or 1, thread_name_prefix="list") as pool:
         within = KeyRange.of(scope)
         listings = [pool.submit(b.listing, within) for b in backends]
         local = inv.survey(files, cache)
-        remotes = [locks.without_lock(pending.result()) for pending in listings]
+        remotes = []
+        for backend, pending in zip(backends, listings, strict=True):
+            listing = pending.result()
+            if guard is not None:
+                guard(backend, listing)
+            remotes.append(locks.without_lock(listing))
     compared: set[str] = set()
     for backend, remote in zip(backends, remotes, strict=False):
         mapping = backend.map_keys(backend.target, files_for(backend.target, sorted(local)))

@@ -110,10 +110,13 @@ def test_shards_started_together_publish_every_object_exactly_once(tmp_path, s3)
     results = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], [r[1].decode()[-2000:] for r in results]
     puts = collections.Counter(path for method, path, _ in s3.requests if method == "PUT")
+    lock_puts = {path: n for path, n in puts.items() if path.endswith("/.cartsync.lock")}
     expected = {f"{ds}/{name}" for ds, files in data.items() for name in files}
-    assert stored(s3) == expected
-    assert sorted(puts.values()) == [1] * len(expected)        # every object sent exactly once
+    assert stored(s3) == expected                               # every lock object removed at the end
+    assert sorted(n for path, n in puts.items() if path not in lock_puts) == [1] * len(expected)  # sent once
     assert s3_bytes_match(s3, data)
+    # each shard held one lock object per dataset of its own, across "machines", and no target lock
+    assert lock_puts == {f"/{s3.bucket}/coll/{ds}/.cartsync.lock": 1 for ds in data}
 
 
 def s3_bytes_match(s3, data: dict[str, dict[str, bytes]], prefix: str = "coll") -> bool:
@@ -240,7 +243,8 @@ def test_the_readme_slurm_array_and_ci_matrix_publish_the_collection_once(tmp_pa
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE))
         outs = [p.communicate(timeout=120) for p in procs]
         assert [p.returncode for p in procs] == [0] * len(runs), [o[1].decode()[-1500:] for o in outs]
-        puts = collections.Counter(path for method, path, _ in s3.requests if method == "PUT")
+        puts = collections.Counter(path for method, path, _ in s3.requests
+                                   if method == "PUT" and not path.endswith("/.cartsync.lock"))
         assert sorted(puts.values()) == [1] * sum(len(f) for f in data.values())
         assert s3_bytes_match(s3, data, prefix=name)
 
