@@ -299,3 +299,19 @@ def test_a_part_that_keeps_failing_is_tried_attempts_times_not_attempts_squared(
     assert code == 1
     assert tries == 6
     assert "  = resumable big.bin: multipart upload left open; the next apply sends only the parts it lacks" in out
+
+
+def test_only_bodies_over_2_mib_wait_for_100_continue(s3, tmp_path, cli):
+    """A small PutObject goes out at once (no `Expect: 100-continue`: a round trip saved, and a reply the
+    server need not write); a 5 MiB part still asks first, so a refused part is refused before it is sent."""
+    src = source(tmp_path / "src", {"big.bin": 11 * MiB, "a.tsv": 10, "b.tsv": 2 * MiB})
+    with FaultProxy(s3.endpoint_url) as proxy:
+        assert cli("apply", manifest(tmp_path, s3, "p", src, proxy.url))[0] == 0
+        asked = proxy.continued
+        sent = [(m, t) for m, t, _ in proxy.log if m == "PUT"]
+    single = {t for _, t in sent if "uploadId=" not in t}
+    parts = {t for _, t in sent if "partNumber=" in t}
+    assert single == {f"/{s3.bucket}/p/{k}" for k in ("a.tsv", "b.tsv", ".cartsync.lock")} and len(parts) == 3
+    # parts 1 and 2 are 5 MiB and ask; part 3 (the last 1 MiB) does not
+    assert {t for _, t in asked} == {t for t in parts if not t.endswith("partNumber=3")}
+    assert s3.get_object_bytes(s3.bucket, "p/big.bin") == (src / "big.bin").read_bytes()

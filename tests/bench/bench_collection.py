@@ -139,7 +139,7 @@ def run_collection(srv, peers: Peers, work: Path, n_datasets: int, shards: int =
                              "objects": sum(sent.values()), "distinct": len(sent),
                              "max_per_key": max(sent.values(), default=0),
                              "peak_rss": [max_rss_from_time_v(e_) for _, e_ in results],
-                             "lock_conflicts": sum("being applied" in e_ for _, e_ in results),
+                             "lock_conflicts": sum("being applied" in e_ or "is locked by" in e_ for _, e_ in results),
                              "list_requests": srv.counts()["list_total"]}
             log(f"collection {shards} shards: {secs(out['shards']['seconds'])}, rc {out['shards']['rc']}, "
                 f"{out['shards']['objects']} objects ({out['shards']['distinct']} distinct), peak RSS "

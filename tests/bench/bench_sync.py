@@ -190,6 +190,15 @@ def run_sync(srv, peers: Peers, work: Path, reps: int, spec: DatasetSpec, n_touc
                 m = measure(srv, tool, bucket, prefix, rep_dir, timeout)
                 res["b"].append(m)
                 log(f"{tool.name:16s} (b) rep {rep}: {_line(m)}")
+        s5 = peers.paths.get("s5cmd")
+        if tool.name == "cartsync" and last and s5:
+            # the server's own listing of the same prefix: the floor a no-op cannot go below (issue 16)
+            floors = [run([s5, "--endpoint-url", srv.endpoint_url, "ls", f"s3://{last[0]}/{last[1]}/*"],
+                          env=tool.env, timeout=timeout) for _ in range(max(reps, 3))]
+            out["list_floor"] = {"seconds": median([f.seconds for f in floors if f.ok]),
+                                 "all_seconds": [round(f.seconds, 3) for f in floors],
+                                 "objects": floors[0].stdout.count("\n")}
+            log(f"listing floor (s5cmd ls of the prefix): {out['list_floor']['all_seconds']}")
         if "c" in tool.steps and last:
             for rep in range(1, reps + 1):
                 touch(src, touched)

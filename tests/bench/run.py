@@ -87,9 +87,30 @@ def evaluate(res: dict[str, Any]) -> list[dict[str, Any]]:
             add(label, None if x is None else x <= limit, fmt_ratio(x),
                 f"cartsync {secs(cs.get(step, {}).get('seconds'))} vs {peer} {secs(v.get('seconds'))}")
 
-        r("aws", "b", 0.5, "no-op (b) <= 0.5x aws s3 sync")
-        r("s5cmd", "b", 1.0, "no-op (b) <= 1.0x s5cmd")
-        r("s5cmd", "a", 1.0, "first sync (a) <= 1.0x s5cmd")
+        # issue 16's targets
+        fastest = {p: v["a"]["seconds"] for p in ("aws", "s5cmd", "rclone")
+                   if (v := summ.get(p)) and v.get("a") and v["a"]["seconds"]}
+        a = (cs.get("a") or {}).get("seconds")
+        if fastest and a:
+            best = min(fastest, key=fastest.__getitem__)
+            x = a / fastest[best]
+            add(f"first sync (a) <= 0.9x the fastest peer ({best})", x <= 0.9, fmt_ratio(x),
+                f"cartsync {secs(a)} · {cs['a']['cpu']:.1f} CPU-s vs " + ", ".join(
+                    f"{p} {secs(t)} · {summ[p]['a']['cpu']:.1f} CPU-s" for p, t in fastest.items()))
+        ceil = ((summ.get("ceiling") or {}).get("a") or {}).get("seconds")
+        if ceil and a:
+            add("first sync (a) <= 1.25x the server ceiling", a / ceil <= 1.25, fmt_ratio(a / ceil),
+                f"cartsync {secs(a)} vs ceiling {secs(ceil)}")
+        floor = (sync.get("list_floor") or {}).get("seconds")
+        b = (cs.get("b") or {}).get("seconds")
+        if floor and b:
+            add("no-op (b) <= 1.2x the server's listing of the prefix (s5cmd ls)", b / floor <= 1.2,
+                fmt_ratio(b / floor), f"cartsync {secs(b)} vs s5cmd ls {secs(floor)} "
+                f"({sync['list_floor']['objects']} keys)")
+        r("s5cmd", "b", 0.6, "no-op (b) <= 0.6x s5cmd")
+        # issue 6's, kept to see them hold
+        r("aws", "b", 0.5, "no-op (b) <= 0.5x aws s3 sync (issue 6)")
+        r("s5cmd", "a", 1.0, "first sync (a) <= 1.0x s5cmd (issue 6)")
         c = cs.get("c")
         if c:
             worst = max(m["objects"] for m in sync["tools"]["cartsync"]["steps"]["c"])

@@ -276,6 +276,8 @@ class _Handler(socketserver.BaseRequestHandler):
         """Handle one request; return True to keep the client connection open."""
         proxy = self.proxy
         if req.headers.get("Expect", "").lower().strip() == "100-continue":
+            with proxy._lock:
+                proxy._continued.append((req.method, req.target))
             self._send(b"HTTP/1.1 100 Continue\r\n\r\n")
 
         proxy._run_hooks(req.method, req.target)
@@ -490,6 +492,7 @@ class FaultProxy:
         self._requests_total = 0
         self._connections_total = 0
         self._log: list[tuple[str, str, str]] = []
+        self._continued: list[tuple[str, str]] = []      # requests that asked for 100 Continue
         self.configure(rate=rate, faults=faults or {"503": 1.0}, methods=methods,
                        path_filter=path_filter, max_faults=max_faults)
 
@@ -632,6 +635,12 @@ class FaultProxy:
         """Client TCP connections accepted so far (keep-alive reuse => fewer than requests)."""
         with self._lock:
             return self._connections_total
+
+    @property
+    def continued(self) -> list[tuple[str, str]]:
+        """(method, target) of every request that asked `Expect: 100-continue`."""
+        with self._lock:
+            return list(self._continued)
 
     @property
     def log(self) -> list[tuple[str, str, str]]:
