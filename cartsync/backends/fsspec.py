@@ -26,7 +26,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from ..errors import RemoteError, VerifyError
+from ..errors import AuthError, RemoteError, VerifyError
 from ..inventory import CHUNK, cached_digest, md5_file
 from ..model import TMP_SUFFIX, Change, KeyRange, LocalFile, Plan, RemoteFile
 from .base import Backend, Features, Progress, unreachable
@@ -142,13 +142,20 @@ class FsspecBackend(Backend):
 
     def upload(self, local: LocalFile, key: str, progress: Progress) -> RemoteFile:
         dest = self.path(key)
-        if self.local:
-            self._put_local(local, Path(dest), progress)
-        else:
-            parent = dest.rsplit("/", 1)[0]
-            self.fs.makedirs(parent, exist_ok=True)
-            self.fs.put_file(str(local.path), dest)
-            progress(local.size)
+        try:
+            if self.local:
+                self._put_local(local, Path(dest), progress)
+            else:
+                parent = dest.rsplit("/", 1)[0]
+                self.fs.makedirs(parent, exist_ok=True)
+                self.fs.put_file(str(local.path), dest)
+                progress(local.size)
+        except PermissionError as exc:
+            if exc.filename is not None and os.fspath(exc.filename) == os.fspath(local.path):
+                raise                    # the source file: said as such by the executor
+            raise AuthError(f"{key}: access denied writing to {self.url}",
+                            f"check that this user may write into {self.root}" if self.local else
+                            "check the credentials and that they may write here") from None
         self.fs.invalidate_cache(dest)
         size = int(self.fs.info(dest)["size"])
         md5 = self.remote_md5(key)

@@ -4,6 +4,8 @@ checks, echoes and lists part checksums and answers the composite checksum as AW
 from __future__ import annotations
 
 import base64
+import contextlib
+import os
 import hashlib
 import sys
 import zlib
@@ -73,20 +75,27 @@ def test_a_part_corrupted_on_the_wire_is_refused_by_the_server_and_sent_again(s3
     assert s3.get_object_bytes(s3.bucket, "ds/big.bin") == (src / "big.bin").read_bytes()
 
 
-def test_a_kms_upload_resumes_by_the_parts_checksums(s3, tmp_path, cli):
-    """Under SSE-KMS a part's ETag is not its MD5, so a resumed upload could not tell which stored parts
-    are intact and sent them all again; their CRC32s (ListParts) tell."""
+@contextlib.contextmanager
+def kms_upload_left_open(s3, tmp_path, cli):
+    """A KMS bucket, and an apply of a 6-part file whose part 4 was refused: its upload left open with some
+    parts stored. Yields (source folder, manifest, the proxy in front of the server, upload id, stored parts)."""
     s3.boto3_client(counted=False).put_bucket_encryption(Bucket=s3.bucket,
                                                          ServerSideEncryptionConfiguration=KMS_DEFAULT)
     src = source(tmp_path / "src", {"big.bin": 26 * MiB})
     with KmsProxy(s3.endpoint_url) as kms, FaultProxy(kms.url) as proxy:
         m = manifest(tmp_path, s3, "ds", src, proxy.url)
         rule = proxy.fail_always(part_request("ds/big.bin", 4))
-        code, out, _ = cli("apply", m)
-        assert code == 1
+        assert cli("apply", m)[0] == 1
         proxy.remove_rule(rule)
-        _, stored = stored_parts(s3, "ds/big.bin")
-        assert 4 not in stored and stored
+        upload_id, stored = stored_parts(s3, "ds/big.bin")
+        assert upload_id is not None and stored and 4 not in stored
+        yield src, m, proxy, upload_id, stored
+
+
+def test_a_kms_upload_resumes_by_the_parts_checksums(s3, tmp_path, cli):
+    """Under SSE-KMS a part's ETag is not its MD5, so a resumed upload could not tell which stored parts
+    are intact and sent them all again; their CRC32s (ListParts) tell."""
+    with kms_upload_left_open(s3, tmp_path, cli) as (src, m, _, _, stored):
         s3.reset_counts()
         code, out, err = cli("apply", m)
     assert code == 0, err + out
@@ -118,3 +127,22 @@ def test_a_store_that_ignores_part_checksums_gets_content_md5_parts(tmp_path, cl
     finally:
         server.stop()
 
+
+def test_a_kms_stored_part_whose_crc32_differs_is_sent_again(s3, tmp_path, cli):
+    """The other side of resuming by CRC32: a stored part with the right size but another CRC32 (a torn or
+    foreign write) is not taken for the local part; it is sent again and the object comes out right."""
+    with kms_upload_left_open(s3, tmp_path, cli) as (src, m, proxy, upload_id, stored):
+        other = os.urandom(PART)                                # same size, another CRC32, stored as S3 would
+        s3.boto3_client(counted=False).upload_part(
+            Bucket=s3.bucket, Key="ds/big.bin", UploadId=upload_id, PartNumber=stored[0], Body=other,
+            ChecksumCRC32=base64.b64encode(zlib.crc32(other).to_bytes(4, "big")).decode())
+        s3.reset_counts()
+        sent = []
+        proxy.before(lambda method, target: method == "PUT" and "partNumber=" in target,
+                     lambda method, target: sent.append(int(target.rsplit("partNumber=", 1)[1].split("&")[0])),
+                     times=100)
+        code, out, err = cli("apply", m)
+    assert code == 0, err + out
+    assert sorted(sent) == sorted({stored[0]} | (set(range(1, 7)) - set(stored)))   # the foreign one, the missing
+    assert f"  = resumed big.bin: {len(stored) - 1} of 6 parts were already stored; sent {7 - len(stored)}" in out
+    assert s3.get_object_bytes(s3.bucket, "ds/big.bin") == (src / "big.bin").read_bytes()

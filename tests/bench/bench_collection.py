@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import BENCH, MiB, Peers, cartsync_cmd, human, log, max_rss_from_time_v, run, s3_env, secs, write_random
+from benchlib import (BENCH, MiB, Peers, cartsync_cmd, human, log, max_rss_from_time_v, run, s3_env, secs, server_cpu,
+                      write_random)
 
 
 def make_collection(root: Path, n_datasets: int, small: int = 50, medium: int = 4, seed: int = 16) -> dict[str, Any]:
@@ -96,11 +97,15 @@ def run_collection(srv, peers: Peers, work: Path, n_datasets: int, shards: int =
         bucket = srv.create_bucket(f"coll-{i}-{name}")
         e = dict(env, CARTSYNC_CACHE_DIR=str(work / "cache" / name))
         srv.reset_counts()
+        before = server_cpu()
         r = run(cmd(bucket), env=e, timeout=3600)
+        busy = server_cpu() - before
         sent = _sent(srv, bucket)
-        out["first"][name] = {"seconds": r.seconds, "cpu": r.cpu, "ok": r.ok, "objects": sum(sent.values()),
+        out["first"][name] = {"seconds": r.seconds, "cpu": r.cpu, "server_cpu": busy, "ok": r.ok,
+                              "objects": sum(sent.values()),
                               "error": None if r.ok else r.tail()}
-        log(f"collection first sync {name}: {secs(r.seconds)} (cpu {r.cpu:.1f} s), {sum(sent.values())} objects"
+        log(f"collection first sync {name}: {secs(r.seconds)} (cpu {r.cpu:.1f} s, server {busy:.1f} s), "
+            f"{sum(sent.values())} objects"
             f"{'' if r.ok else ' FAILED ' + r.tail()}")
         if name == "cartsync":
             last_bucket = bucket

@@ -30,6 +30,7 @@ from benchlib import (
     make_cartload2_dataset,
     median,
     ratio,
+    server_cpu,
     run,
     s3_env,
     s3_manifest,
@@ -139,12 +140,14 @@ def _sent_keys(srv, bucket: str, prefix: str) -> list[str]:
 def measure(srv, tool: Tool, bucket: str, prefix: str, rep_dir: Path, timeout: float) -> dict[str, Any]:
     cmd = tool.command(bucket, prefix, rep_dir)
     srv.reset_counts()
+    before = server_cpu()
     r = run(cmd, env=tool.env, timeout=timeout)
+    busy = server_cpu() - before
     counts = srv.counts()
     sent = _sent_keys(srv, bucket, prefix)
     ops = {k: v for k, v in counts.items() if k != "list_total"}
     return {
-        "seconds": r.seconds, "cpu": r.cpu, "rc": r.rc, "ok": r.ok, "error": None if r.ok else r.tail(600),
+        "seconds": r.seconds, "cpu": r.cpu, "server_cpu": busy, "rc": r.rc, "ok": r.ok, "error": None if r.ok else r.tail(600),
         "objects": sum(counts[o] for o in SENT_OPS), "bytes": srv.bytes_received,
         "requests": sum(ops.values()), "other_writes": {o: counts[o] for o in WRITE_OPS if counts[o]},
         "ops": ops, "sent_keys": sorted(set(sent)),
@@ -245,6 +248,7 @@ def summarize(out: dict[str, Any]) -> dict[str, Any]:
             s[step] = {
                 "seconds": median([m["seconds"] for m in ok]) if ok else None,
                 "cpu": median([m["cpu"] for m in ok]) if ok else None,
+                "server_cpu": median([m["server_cpu"] for m in ok]) if ok else None,
                 "all_seconds": [round(m["seconds"], 3) for m in runs],
                 "objects": median([m["objects"] for m in runs]),
                 "bytes": median([m["bytes"] for m in runs]),
@@ -281,6 +285,8 @@ def table(out: dict[str, Any]) -> str:
             if v["seconds"] is None:
                 return "FAILED"
             cpu = f" · {v['cpu']:.2f} CPU-s" if v.get("cpu") is not None else ""
+            if step == "a" and v.get("server_cpu") is not None:
+                cpu += f" (server {v['server_cpu']:.1f})"
             txt = f"{secs(v['seconds'])}{cpu} · {v['objects']:.0f} obj · {human(v['bytes'])}"
             if step == "d":
                 txt += f" · {v['caught_min']}/{n_change} caught"

@@ -186,6 +186,13 @@ def s3_env(work: Path, url: str, **extra: str) -> dict[str, str]:
     return env
 
 
+def server_cpu() -> float:
+    """CPU seconds this process has used: the moto server runs in its threads while a tool runs as a
+    subprocess, so the difference over a run is what the server spent serving that tool."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
 # ---- subprocesses ---------------------------------------------------------------------------------
 
 @dataclass

@@ -157,13 +157,16 @@ def evaluate(res: dict[str, Any]) -> list[dict[str, Any]]:
         if peers and cs.get("ok"):
             best = min(peers, key=peers.get)
             x = cs["seconds"] / peers[best]
+            def srv(k: str) -> str:
+                busy = f[k].get("server_cpu")
+                return "" if busy is None else f", server {busy:.1f} CPU-s = {busy / f[k]['seconds']:.0%} busy"
             add(f"collection first sync <= 0.9x the fastest peer ({best})", x <= 0.9, fmt_ratio(x),
-                f"cartsync {secs(cs['seconds'])} (cpu {cs['cpu']:.1f} s) vs " +
-                ", ".join(f"{k} {secs(v)} (cpu {f[k]['cpu']:.1f} s)" for k, v in peers.items()))
+                f"cartsync {secs(cs['seconds'])} (cpu {cs['cpu']:.1f} s{srv('cartsync')}) vs " +
+                ", ".join(f"{k} {secs(v)} (cpu {f[k]['cpu']:.1f} s{srv(k)})" for k, v in peers.items()))
         if "ceiling" in f and cs.get("ok"):
             x = cs["seconds"] / f["ceiling"]["seconds"]
             add("collection first sync vs server ceiling (informational)", None, fmt_ratio(x),
-                f"ceiling {secs(f['ceiling']['seconds'])}")
+                f"ceiling {secs(f['ceiling']['seconds'])}{srv('ceiling')}")
         if c.get("noop_plan") and c.get("list_floor"):
             x = c["noop_plan"]["seconds"] / c["list_floor"]["seconds"]
             add("collection no-op plan <= 1.2x one listing (s5cmd ls)", x <= 1.2, fmt_ratio(x),

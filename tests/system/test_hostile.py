@@ -822,3 +822,33 @@ def test_endpoint_that_refuses_connections(here, cli, dataset, s3):
     assert cli("apply", "m.yaml") == (1, "", f"error: target web: cannot connect to http://127.0.0.1:{port} "
                                              "(tried 6 times)\nhint: check storage_options.endpoint_url, the network "
                                              "and proxy settings\n")
+
+
+def test_a_local_folder_that_refuses_every_write_is_one_error_for_the_target(tmp_path, cli):
+    """The local-folder member of the denied-writes family: a target folder this user may not write into
+    stops the target after the second denied file, as S3 does (the CLI runs as nobody: root writes anywhere)."""
+    root = Path(tempfile.mkdtemp(prefix="cartsync-hostile-"))
+    try:
+        root.chmod(0o777)
+        make_src(root / "src", {f"f{i}.tsv": f"{i}\n" for i in range(8)})
+        (root / "out").mkdir(mode=0o755)                 # root's: nobody may list it, not write into it
+        manifest = root / "m.yaml"
+        manifest.write_text("version: 1\nsource: {dir: src, method: all}\ntargets:\n  - {name: local, url: out}\n")
+        args, env = ["-q", "apply", str(manifest), "--jobs", "1"], {"CARTSYNC_CACHE_DIR": str(root / "cache")}
+        if os.geteuid() != 0:
+            pytest.skip("needs root to drop to nobody (a non-root user owns what it made)")
+        # the same apply as root first, into a folder root may write: whatever an apply imports is then
+        # imported before the child drops privileges (the interpreter's files are root's)
+        warm = root / "warm.yaml"
+        warm.write_text(manifest.read_text().replace("url: out", "url: warm"))
+        assert cli("-q", "apply", warm, "--jobs", "1")[0] == 0
+        code, out, err = _run_as_nobody(args, env)
+        assert (code, err) == (1, "")
+        lines = out.splitlines()
+        assert lines[1:] == [
+            f"  STOPPED: access denied writing to {root / 'out'}: the first 2 uploads were denied (f0.tsv, f1.tsv) "
+            f"and none succeeded, so no more were tried; check that this user may write into {root / 'out'}",
+            "  not done because of the failure(s) above: 8 action(s) (f0.tsv, f1.tsv, f2.tsv, f3.tsv, f4.tsv, …)"]
+        assert list((root / "out").iterdir()) == []
+    finally:
+        shutil.rmtree(root)

@@ -125,6 +125,31 @@ def test_silent_zenodo_is_given_up_on(tmp_path, stall, monkeypatch):
     assert len(stall.abandoned()) >= 2 and all(h >= 0.9 for h in stall.abandoned())
 
 
+def test_zenodo_dripping_its_answer_is_abandoned(tmp_path, monkeypatch):
+    """The Zenodo member of the dripping-answer family: requests' connections carry the same answer bound."""
+    monkeypatch.setenv("ZT", "test-token-zz9")
+    drip = StallServer(drip=0.3)
+    try:
+        src = tmp_path / "cartload2"
+        src.mkdir()
+        (src / "a.tsv").write_text("a\n")
+        zenodo_manifest(tmp_path, drip.url, method="all")
+        code, out, err = run(["plan", "manifest.yaml", "-v"], tmp_path,
+                             {**SHORT, "CARTSYNC_CONNECT_TIMEOUT": "2", "CARTSYNC_ANSWER_TIMEOUT": "2"})
+        assert (code, out) == (1, ""), err
+        assert "INFO: abandoned an answer still arriving 2 s after the request (CARTSYNC_ANSWER_TIMEOUT)\n" in err
+        assert err.splitlines()[-2] == ("error: target doi: no answer within the retry budget (6 s); last: GET "
+                                        f"{drip.url}/api/deposit/depositions: the answer broke off before its end "
+                                        "(network)")
+        assert "test-token-zz9" not in err
+        deadline = time.monotonic() + 3
+        while len(drip.abandoned()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(drip.abandoned()) >= 2, err
+    finally:
+        drip.stop()
+
+
 def test_once_given_up_the_other_files_are_not_tried(tmp_path, s3_server, monkeypatch):
     """A server that lists and then goes silent: the run ends within the budget, not budget × files."""
     from faultproxy import FaultProxy

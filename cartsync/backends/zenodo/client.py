@@ -122,6 +122,9 @@ class ZenodoClient:
         self.budget.acquire()
         try:
             resp = self.session.request(method, url, timeout=(self.timeouts.connect, self.timeouts.idle), **kwargs)
+        except requests.exceptions.ChunkedEncodingError:
+            # the answer started and broke off (or was abandoned: CARTSYNC_ANSWER_TIMEOUT, sockets.py)
+            raise RemoteError(f"{shown}: the answer broke off before its end (network)", retryable=True) from None
         except (requests.ConnectionError, requests.Timeout) as exc:
             gai = dns_failure(exc)
             if gai is not None:
