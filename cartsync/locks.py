@@ -194,29 +194,28 @@ def dataset_locks(manifest: Manifest, backend: Backend, datasets: Iterable[str])
         if held:
             whole = store_for(backend)
             current = backend.retrying(whole.read) if whole is not None else None
+            # an unreadable lock counts as expired, as `acquire` takes one over
             holder = Holder.parse(current[0]) if current is not None else None
-            if current is not None and (holder is None or not holder.expired):
+            if whole is not None and holder is not None and not holder.expired:
                 raise LockedError(f"target {target.name} is locked by a run over the whole target: "
-                                  f"{holder.describe() if holder else 'an unreadable lock'} "
-                                  f"({whole.where if whole else ''})",
-                                  f"wait for that run to finish; if it crashed, the lock expires at "
-                                  f"{holder.until if holder else 'once removed'}, or remove it with: "
-                                  f"{_hint(manifest, target)}")
+                                  f"{holder.describe()} ({whole.where})",
+                                  f"wait for that run to finish; if it crashed, the lock expires at {holder.until}, "
+                                  f"or remove it with: {_hint(manifest, target)}")
         yield
 
 
-def live_dataset_locks(backend: Backend, listing: Mapping[str, object]) -> list[tuple[str, Holder | None, str]]:
+def live_dataset_locks(backend: Backend, listing: Mapping[str, object]) -> list[tuple[str, Holder, str]]:
     """The datasets whose lock object the listing shows and that are not expired: (dataset, holder, where)."""
     found = sorted(k.partition("/")[0] for k in listing if is_lock_key(k) and k != LOCK_NAME)
     stores = [(ds, store) for ds in found if (store := store_for(backend, ds)) is not None]
 
-    def look(item: tuple[str, LockStore]) -> tuple[str, Holder | None, str] | None:
+    def look(item: tuple[str, LockStore]) -> tuple[str, Holder, str] | None:
         ds, store = item
         current = backend.retrying(store.read)
         if current is None:
             return None                 # released between the listing and now
-        holder = Holder.parse(current[0])
-        return None if holder is not None and holder.expired else (ds, holder, store.where)
+        holder = Holder.parse(current[0])        # unreadable: expired, as `acquire` takes one over
+        return None if holder is None or holder.expired else (ds, holder, store.where)
     return [r for r in each(look, stores) if r is not None]
 
 
@@ -229,10 +228,9 @@ def refuse_live_shards(manifest: Manifest, backend: Backend, listing: Mapping[st
     ds, holder, where = live[0]
     more = f" and {len(live) - 1} more dataset(s)" if len(live) > 1 else ""
     raise LockedError(f"dataset {ds} of target {backend.target.name} is locked by a shard: "
-                      f"{holder.describe() if holder else 'an unreadable lock'} ({where}){more}",
-                      "wait for the shards to finish; if one crashed, its lock expires at "
-                      f"{holder.until if holder else 'once removed'}, or remove it with: "
-                      f"{_hint(manifest, backend.target)}")
+                      f"{holder.describe()} ({where}){more}",
+                      f"wait for the shards to finish; if one crashed, its lock expires at {holder.until}, or "
+                      f"remove it with: {_hint(manifest, backend.target)}")
 
 
 def _remove(backend: Backend, store: LockStore, what: str) -> list[str]:

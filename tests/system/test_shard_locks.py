@@ -202,3 +202,17 @@ def test_a_source_file_named_like_the_lock_is_refused_before_any_request(tmp_pat
     assert "sample-00/.cartsync.lock: .cartsync.lock is the name of cartsync's lock object on the target" \
         in done.stderr, done.stderr
     assert sum(s3.counts().values()) == 0
+
+
+def test_an_unreadable_lock_object_counts_as_expired_for_either_kind(tmp_path, s3):
+    """As a run taking a lock takes an unreadable one over, a run looking at the other kind's lock does not
+    wait for one: a whole run passes a garbage dataset lock, a shard a garbage target lock."""
+    m = collection(tmp_path, s3, "s3")
+    s3.put_object(s3.bucket, "coll/sample-02/.cartsync.lock", b"not json")
+    done = cartsync(tmp_path, "apply", m)
+    assert done.returncode == 0, done.stderr
+    s3.put_object(s3.bucket, "coll/.cartsync.lock", b"\x00garbage")
+    (tmp_path / "coll" / "sample-00" / "a.tsv").write_bytes(b"changed")
+    done = cartsync(tmp_path, "apply", m, "--shard", "1/1")
+    assert done.returncode == 0, done.stderr
+    assert s3.get_object_bytes(s3.bucket, "coll/sample-00/a.tsv") == b"changed"
