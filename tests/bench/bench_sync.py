@@ -160,6 +160,7 @@ def run_sync(srv, peers: Peers, work: Path, reps: int, spec: DatasetSpec, n_touc
     log(f"sync: generating dataset in {src}")
     t0 = time.perf_counter()
     ds = make_cartload2_dataset(src, spec)
+    os.sync()       # the dataset's dirty pages written back now, not during the first tool's first run
     sizes = ds["sizes"]
     log(f"sync: dataset {ds['files']} files, {human(ds['bytes'])} "
         f"({sum(1 for s in sizes.values() if s >= MULTIPART_MIN)} multipart-sized) in {time.perf_counter() - t0:.1f} s")

@@ -2,7 +2,7 @@
 """cartsync benchmark harness (issue 6): cartsync vs aws s3 sync, s5cmd and rclone against one loopback
 moto S3 server, plus micro-benchmarks (hashing, plan over many files, peak RSS, Zenodo requests).
 
-    python tests/bench/run.py            # everything, ~12-15 min on 2 cores; writes results/latest.{md,json}
+    python tests/bench/run.py            # everything, ~40 min on 2 cores; writes results/latest.{md,json}
     python tests/bench/run.py --quick    # smoke run of every code path (~1-2 min); writes results/quick.{md,json}
     python tests/bench/run.py --parts sync          # only the tool comparison (or: hash,plan,rss,zenodo)
     python tests/bench/run.py --profile  # also py-spy profiles of cartsync's no-op and plan (results/profile-*.txt)
@@ -60,6 +60,7 @@ def config(args: argparse.Namespace) -> dict[str, Any]:
         "hash": (16, 64 * MiB), "hash_reps": 3,
         # 100k: one plan run (moto's listing alone takes ~1 min there); 20k: three
         "plan_counts": [20000, 100000], "plan_reps": {20000: 3, 100000: 1}, "plan_real_apply_max": 0,
+        "plan_s3_max": 20000,
         "rss_size": 2 * GiB,
         "collection": 200,
     }
@@ -257,17 +258,23 @@ def render(res: dict[str, Any]) -> str:
                 "| files | target | setup | plan (median) | runs | list requests | listing floor |",
                 "|---|---|---|---|---|---|---|"]
         for n, v in p["sizes"].items():
-            la, sa = v["local_apply"], v["s3_apply"]
+            la, sa = v["local_apply"], v.get("s3_apply", {})
             out.append(f"| {int(n):,} | local folder | "
                        f"{'pre-copied, then ' if la['prefilled'] else ''}apply {secs(la['seconds'])} | "
                        f"{secs(v['local_plan']['seconds'])} | {len(v['local_plan']['runs'])} | – | – |")
+            if "s3_plan" not in v:
+                out.append(f"| {int(n):,} | loopback S3 | not run (above plan_s3_max) | – | – | – | – |")
+                continue
             setup = (f"pre-filled in-process in {sa.get('prefill_seconds', 0):.1f} s" if sa["prefilled"]
                      else f"apply {secs(sa['seconds'])}")
+            if v.get("s3_first_plan"):
+                setup += f"; first plan (one HEAD per object) {secs(v['s3_first_plan']['seconds'])}"
             fl = v.get("s3_list_floor")
             out.append(f"| {int(n):,} | loopback S3 | {setup} | {secs(v['s3_plan']['seconds'])} | "
                        f"{len(v['s3_plan']['runs'])} | {v['s3_plan'].get('list_requests', 0):.0f} | "
                        f"{secs(fl['seconds']) if fl else '–'} |")
-        bad = [f"{n} {k}" for n, v in p["sizes"].items() for k in ("local_plan", "s3_plan") if not v[k]["no_changes"]]
+        bad = [f"{n} {k}" for n, v in p["sizes"].items() for k in ("local_plan", "s3_plan")
+               if k in v and not v[k]["no_changes"]]
         if bad:
             out.append(f"\nWARNING: plan reported changes or failed for: {', '.join(bad)}")
     rs = res.get("rss")
@@ -361,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
             res["hash"] = bench_micro.bench_hash(work, n, size, cfg["hash_reps"])
         if "plan" in parts:
             res["plan"] = bench_micro.bench_plan(srv, work, cfg["plan_counts"], cfg["plan_reps"],
-                                                 cfg["plan_real_apply_max"], peers.paths.get("s5cmd") if peers else None)
+                                                 cfg["plan_real_apply_max"], peers.paths.get("s5cmd") if peers else None,
+                                                 cfg.get("plan_s3_max"))
         if "rss" in parts:
             res["rss"] = bench_micro.bench_rss(srv, work, cfg["rss_size"])
         if "zenodo" in parts:
