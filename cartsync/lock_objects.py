@@ -66,13 +66,16 @@ class FileLockStore:
     def __init__(self, folder: Path) -> None:
         self.path = folder / LOCK_NAME
         self.where = str(self.path)
+        self._made: list[Path] = []       # folders create() made (a shard's dataset folder): removed if left empty
 
     @staticmethod
     def _token(body: bytes) -> str:
         return hashlib.sha256(body).hexdigest()
 
     def create(self, body: bytes) -> str | None:
+        missing = [p for p in (self.path.parent, *self.path.parent.parents) if not p.exists()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._made = missing
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
@@ -104,6 +107,12 @@ class FileLockStore:
         current = self.read()
         if current is not None and (token is None or current[1] == token):
             self.path.unlink(missing_ok=True)
+        for folder in self._made:         # innermost first; one that now holds data stays
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        self._made = []
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,8 @@ def test_a_shard_is_refused_while_a_run_over_the_whole_collection_holds_the_targ
         assert "hint: wait for that run to finish; if it crashed, the lock expires at " in done.stderr
         assert f"or remove it with: cartsync unlock {m} --target web\n" in done.stderr
         assert stored(s3, kind, tmp_path) == {".cartsync.lock"}     # its own dataset locks were let go
+        if kind == "local":                                          # and the folders they needed
+            assert [p.name for p in (tmp_path / "out").iterdir()] == [".cartsync.lock"]
     finally:
         holder.communicate("\n", timeout=30)
     assert cartsync(tmp_path, "apply", m, "--shard", "1/2").returncode == 0
