@@ -49,6 +49,11 @@ def is_lock_key(key: str) -> bool:
     return key == LOCK_NAME or (key.endswith("/" + LOCK_NAME) and key.count("/") == 1)
 
 
+def dataset_lock_ids(listing: Iterable[str]) -> list[str]:
+    """The datasets whose lock object (`<dataset>/.cartsync.lock`) a listing shows, sorted."""
+    return sorted(k.partition("/")[0] for k in listing if is_lock_key(k) and k != LOCK_NAME)
+
+
 def without_lock(listing: Mapping[str, V]) -> dict[str, V]:
     """A target listing without lock objects: they are never planned, deleted or counted."""
     return {k: v for k, v in listing.items() if not is_lock_key(k)}
@@ -206,8 +211,7 @@ def dataset_locks(manifest: Manifest, backend: Backend, datasets: Iterable[str])
 
 def live_dataset_locks(backend: Backend, listing: Mapping[str, object]) -> list[tuple[str, Holder, str]]:
     """The datasets whose lock object the listing shows and that are not expired: (dataset, holder, where)."""
-    found = sorted(k.partition("/")[0] for k in listing if is_lock_key(k) and k != LOCK_NAME)
-    stores = [(ds, store) for ds in found if (store := store_for(backend, ds)) is not None]
+    stores = [(ds, store) for ds in dataset_lock_ids(listing) if (store := store_for(backend, ds)) is not None]
 
     def look(item: tuple[str, LockStore]) -> tuple[str, Holder, str] | None:
         ds, store = item
@@ -252,7 +256,7 @@ def unlock(manifest: Manifest, backend: Backend) -> str:
         raise CartsyncError(f"target {target.name}: this store holds no lock object (only the machine lock in "
                             f"{inv.cache_dir()}, which ends with its process)", "nothing to unlock")
     said = _remove(backend, store, f"target {target.name}")
-    for ds in sorted(k.partition("/")[0] for k in backend.listing() if is_lock_key(k) and k != LOCK_NAME):
+    for ds in dataset_lock_ids(backend.listing()):
         ds_store = store_for(backend, ds)
         if ds_store is not None:
             said += _remove(backend, ds_store, f"dataset {ds} of target {target.name}")

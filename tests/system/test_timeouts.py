@@ -4,11 +4,13 @@ fails at once. Against loopback servers that accept and then stall (tests/fakes/
 timeouts shortened by the documented environment variables; one test runs at the defaults."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -95,29 +97,50 @@ def test_silent_s3_listing_is_abandoned_retried_and_given_up_on(tmp_path, stall,
 def test_a_server_dripping_its_answer_is_abandoned_too(tmp_path, path):
     """A byte every 0.3 s never trips a 1 s read timeout; the answer timeout (2 s here) cuts the try, and the
     retry budget ends the run."""
-    drip = StallServer(drip=0.3)
-    try:
+    with dripping() as drip:
         extra = {} if path == "fast" else {"requester_pays": False}     # requester_pays: botocore lists
         manifest(tmp_path, s3_target("web", drip.url, **extra))
-        env = {**SHORT, "CARTSYNC_CONNECT_TIMEOUT": "2", "CARTSYNC_ANSWER_TIMEOUT": "2"}
-        code, out, err = run(["plan", "m.yaml", "-v"], tmp_path, env)
+        code, out, err = run(["plan", "m.yaml", "-v"], tmp_path, DRIP_ENV)
         assert (code, out) == (1, ""), err
-        assert "INFO: abandoned an answer still arriving 2 s after the request (CARTSYNC_ANSWER_TIMEOUT)\n" in err
+        assert ABANDONED in err
         assert err.splitlines()[-2].startswith("error: target web: no answer within the retry budget (6 s); last: ")
-        deadline = time.monotonic() + 3       # the last close reaches the server a moment after the client exits
-        while len(drip.abandoned()) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(drip.abandoned()) >= 2, err
+        assert abandoned_at_least(drip, 2), err
+
+
+DRIP_ENV = {**SHORT, "CARTSYNC_CONNECT_TIMEOUT": "2", "CARTSYNC_ANSWER_TIMEOUT": "2"}
+ABANDONED = "INFO: abandoned an answer still arriving 2 s after the request (CARTSYNC_ANSWER_TIMEOUT)\n"
+
+
+@contextlib.contextmanager
+def dripping() -> Iterator[StallServer]:
+    """A server that answers 200 and then one byte every 0.3 s, for ever."""
+    drip = StallServer(drip=0.3)
+    try:
+        yield drip
     finally:
         drip.stop()
 
 
-def test_silent_zenodo_is_given_up_on(tmp_path, stall, monkeypatch):
-    monkeypatch.setenv("ZT", "test-token-zz9")
+def abandoned_at_least(server: StallServer, n: int) -> bool:
+    """Whether the server saw `n` connections abandoned; the last close reaches it a moment after the
+    client exits."""
+    deadline = time.monotonic() + 3
+    while len(server.abandoned()) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return len(server.abandoned()) >= n
+
+
+def zenodo_source(tmp_path: Path, url: str) -> None:
+    """A one-file source and a Zenodo manifest (token in $ZT) for the server at `url`."""
     src = tmp_path / "cartload2"
     src.mkdir()
     (src / "a.tsv").write_text("a\n")
-    zenodo_manifest(tmp_path, stall.url, method="all")
+    zenodo_manifest(tmp_path, url, method="all")
+
+
+def test_silent_zenodo_is_given_up_on(tmp_path, stall, monkeypatch):
+    monkeypatch.setenv("ZT", "test-token-zz9")
+    zenodo_source(tmp_path, stall.url)
     code, out, err = run(["plan", "manifest.yaml"], tmp_path, SHORT)
     assert (code, out) == (1, "")
     assert err == ("error: target doi: no answer within the retry budget (6 s); last: GET "
@@ -128,26 +151,16 @@ def test_silent_zenodo_is_given_up_on(tmp_path, stall, monkeypatch):
 def test_zenodo_dripping_its_answer_is_abandoned(tmp_path, monkeypatch):
     """The Zenodo member of the dripping-answer family: requests' connections carry the same answer bound."""
     monkeypatch.setenv("ZT", "test-token-zz9")
-    drip = StallServer(drip=0.3)
-    try:
-        src = tmp_path / "cartload2"
-        src.mkdir()
-        (src / "a.tsv").write_text("a\n")
-        zenodo_manifest(tmp_path, drip.url, method="all")
-        code, out, err = run(["plan", "manifest.yaml", "-v"], tmp_path,
-                             {**SHORT, "CARTSYNC_CONNECT_TIMEOUT": "2", "CARTSYNC_ANSWER_TIMEOUT": "2"})
+    with dripping() as drip:
+        zenodo_source(tmp_path, drip.url)
+        code, out, err = run(["plan", "manifest.yaml", "-v"], tmp_path, DRIP_ENV)
         assert (code, out) == (1, ""), err
-        assert "INFO: abandoned an answer still arriving 2 s after the request (CARTSYNC_ANSWER_TIMEOUT)\n" in err
+        assert ABANDONED in err
         assert err.splitlines()[-2] == ("error: target doi: no answer within the retry budget (6 s); last: GET "
                                         f"{drip.url}/api/deposit/depositions: the answer broke off before its end "
                                         "(network)")
         assert "test-token-zz9" not in err
-        deadline = time.monotonic() + 3
-        while len(drip.abandoned()) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(drip.abandoned()) >= 2, err
-    finally:
-        drip.stop()
+        assert abandoned_at_least(drip, 2), err
 
 
 def test_once_given_up_the_other_files_are_not_tried(tmp_path, s3_server, monkeypatch):
